@@ -1,0 +1,74 @@
+"""Connection settings for code that runs outside Airflow (CLI commands, tests, Spark drivers).
+
+Airflow reads connections from ``AIRFLOW_CONN_<ID>`` environment variables; the local stack writes
+them (JSON form) to ``.local/env.sh`` from ``airflow_settings.yaml``. This module reads the same
+variables so that a command run from a shell and a task run by Airflow use the same settings.
+Inside tasks, prefer the provider hooks; this module is for code that must not import Airflow.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote, urlsplit
+
+POSTGRES = "platform_postgres"
+S3 = "platform_s3"
+KAFKA = "platform_kafka"
+KAFKA_PRODUCER = "platform_kafka_producer"
+ELASTICSEARCH = "platform_es"
+REDIS = "platform_redis"
+
+
+class ConnectionNotConfigured(RuntimeError):
+    """Raised when ``AIRFLOW_CONN_<ID>`` is missing; the message says how to set it."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    conn_id: str
+    conn_type: str
+    host: str | None = None
+    port: int | None = None
+    login: str | None = None
+    password: str | None = None
+    schema: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def get_connection(conn_id: str) -> Connection:
+    """The connection ``conn_id`` from the environment (JSON or URI form, as Airflow accepts)."""
+    var = f"AIRFLOW_CONN_{conn_id.upper()}"
+    raw = os.environ.get(var)
+    if not raw:
+        raise ConnectionNotConfigured(
+            f"{var} is not set: run `source .local/env.sh` after `scripts/services.sh up`, "
+            f"or define connection '{conn_id}' in your secrets backend"
+        )
+    raw = raw.strip()
+    if raw.startswith("{"):
+        d = json.loads(raw)
+        extra = d.get("extra") or {}
+        if isinstance(extra, str):
+            extra = json.loads(extra) if extra else {}
+        return Connection(conn_id, d.get("conn_type", ""), d.get("host"),
+                          int(d["port"]) if d.get("port") else None, d.get("login"),
+                          d.get("password"), d.get("schema"), extra)
+    u = urlsplit(raw)
+    return Connection(conn_id, u.scheme, u.hostname, u.port,
+                      unquote(u.username) if u.username else None,
+                      unquote(u.password) if u.password else None,
+                      u.path.lstrip("/") or None, {})
+
+
+def postgres_dsn(conn_id: str = POSTGRES, **overrides: str) -> str:
+    """A libpq URI for a postgres connection; ``overrides`` replace user/password/dbname."""
+    c = get_connection(conn_id)
+    user = overrides.get("user", c.login or "")
+    password = overrides.get("password", c.password or "")
+    dbname = overrides.get("dbname", c.schema or "")
+    auth = quote(user, safe="")
+    if password:
+        auth += ":" + quote(password, safe="")
+    query = "&".join(f"{k}={quote(str(v), safe='/')}" for k, v in sorted(c.extra.items()))
+    return f"postgresql://{auth}@{c.host}:{c.port or 5432}/{dbname}" + (f"?{query}" if query else "")
