@@ -2,7 +2,10 @@
 
     python scripts/settings.py env       print `export AIRFLOW_CONN_*=...` for the local stack
     python scripts/settings.py buckets   create the S3 bucket(s) named by the variables
-    python scripts/settings.py airflow   import pools and variables into the local Airflow
+    python scripts/settings.py airflow [--connections]
+                                         import pools and variables into Airflow's metadata DB;
+                                         --connections also imports the connections as written
+                                         (compose addressing: what the compose airflow-init runs)
 
 airflow_settings.yaml names docker-compose services as hosts (postgres:5432, kafka:9092, ...).
 Locally every service listens on loopback, on the port scripts/ports.env gives it; this loader
@@ -139,11 +142,33 @@ def cmd_buckets() -> None:
                     raise
 
 
-def cmd_airflow() -> None:
-    """Import pools and variables into the Airflow metadata DB (what `astro dev start` does)."""
-    from airflow.models import Pool, Variable
+def compose_connections(settings: dict | None = None) -> dict[str, dict]:
+    """conn_id -> connection JSON dict as airflow_settings.yaml writes it (compose addressing)."""
+    settings = settings or load_settings()
+    out = {}
+    for c in settings.get("connections", []):
+        d = {"conn_type": c["conn_type"]}
+        for src, dst in (("conn_host", "host"), ("conn_port", "port"), ("conn_login", "login"),
+                         ("conn_password", "password"), ("conn_schema", "schema")):
+            if c.get(src) not in (None, ""):
+                d[dst] = c[src]
+        if c.get("conn_extra"):
+            d["extra"] = dict(c["conn_extra"])
+        out[c["conn_id"]] = d
+    return out
+
+
+def cmd_airflow(with_connections: bool = False) -> None:
+    """Import pools and variables (and connections) into Airflow's metadata DB, as `astro dev start` does."""
+    from airflow.models import Connection, Pool, Variable
+    from airflow.utils.session import create_session
 
     s = load_settings()
+    if with_connections:
+        with create_session() as session:
+            for conn_id, d in compose_connections(s).items():
+                session.query(Connection).filter(Connection.conn_id == conn_id).delete()
+                session.add(Connection.from_json(json.dumps(d), conn_id=conn_id))
     for p in s.get("pools", []):
         Pool.create_or_update_pool(p["pool_name"], p["pool_slot"], p.get("pool_description", ""),
                                    include_deferred=False)
@@ -155,7 +180,12 @@ def cmd_airflow() -> None:
 
 if __name__ == "__main__":
     cmds = {"env": cmd_env, "buckets": cmd_buckets, "airflow": cmd_airflow}
-    if len(sys.argv) != 2 or sys.argv[1] not in cmds:
-        sys.exit(f"usage: {sys.argv[0]} {'|'.join(cmds)}")
+    args = sys.argv[1:]
+    if not args or args[0] not in cmds or args[1:] not in ([], ["--connections"]) \
+            or (args[1:] and args[0] != "airflow"):
+        sys.exit(f"usage: {sys.argv[0]} env|buckets|airflow [--connections]")
     os.chdir(ROOT)
-    cmds[sys.argv[1]]()
+    if args[0] == "airflow":
+        cmd_airflow(with_connections=bool(args[1:]))
+    else:
+        cmds[args[0]]()
