@@ -21,11 +21,12 @@ pg_bin() {
 }
 PGDATA_DIR="$DATA/postgres"; PGSOCK="$DATA/pg-socket"; PGLOG_DIR="$DATA/pg-log"; PGLOG="$PGLOG_DIR/postgres.log"
 pg_ready() { "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; }
-psql_su() { as_user "$PG_USER" "$(pg_bin)/psql" -X -q -v ON_ERROR_STOP=1 -h "$PGSOCK" -p "$PG_PORT" -U postgres "$@"; }
+pg_ours() { [ -f "$PGDATA_DIR/postmaster.pid" ] && kill -0 "$(head -1 "$PGDATA_DIR/postmaster.pid")" 2>/dev/null; }
+psql_su() { PGOPTIONS="-c client_min_messages=warning" as_user "$PG_USER" "$(pg_bin)/psql" -X -q -v ON_ERROR_STOP=1 -h "$PGSOCK" -p "$PG_PORT" -U postgres "$@"; }
 
 up_postgres() {
   local bin; bin="$(pg_bin)"
-  if pg_ready; then log "postgres already running on 127.0.0.1:$PG_PORT"; else
+  if pg_ready && pg_ours; then log "postgres already running on 127.0.0.1:$PG_PORT"; else
     mkdir -p "$PGDATA_DIR" "$PGSOCK" "$PGLOG_DIR"
     [ "$(id -u)" = 0 ] && chown "$PG_USER:" "$PGDATA_DIR" "$PGSOCK" "$PGLOG_DIR"
     chmod 700 "$PGDATA_DIR"
@@ -72,14 +73,14 @@ down_postgres() {
     as_user "$PG_USER" "$(pg_bin)/pg_ctl" -D "$PGDATA_DIR" -m fast -w -t 60 stop >/dev/null || true
   fi
 }
-status_postgres() { pg_ready; }
+status_postgres() { pg_ready && pg_ours; }
 
 # ---------------------------------------------------------------- Redis
 REDIS_DIR="$DATA/redis"
 redis_ready() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
 up_redis() {
   command -v redis-server >/dev/null || die "redis-server not found: run scripts/install.sh (apt package redis-server)"
-  if redis_ready; then log "redis already running on 127.0.0.1:$REDIS_PORT"; return; fi
+  if redis_ready && pid_alive "$REDIS_DIR/redis.pid"; then log "redis already running on 127.0.0.1:$REDIS_PORT"; return; fi
   port_open "$REDIS_PORT" && die "port $REDIS_PORT is taken by another process"
   mkdir -p "$REDIS_DIR"
   # Redis holds only live, reconstructible state (progress, caches, locks): no persistence.
@@ -88,8 +89,8 @@ up_redis() {
     || die "redis did not start, see $LOGS/redis.log"
   wait_for 15 "redis on 127.0.0.1:$REDIS_PORT" redis_ready || die "redis not ready, see $LOGS/redis.log"
 }
-down_redis() { redis_ready && redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true; }
-status_redis() { redis_ready; }
+down_redis() { stop_pid "$REDIS_DIR/redis.pid" redis 10; }
+status_redis() { redis_ready && pid_alive "$REDIS_DIR/redis.pid"; }
 
 # ---------------------------------------------------------------- Kafka (KRaft, single node)
 KAFKA_DIR="$DATA/kafka"; KAFKA_LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
@@ -150,14 +151,14 @@ EOF
     || die "kafka did not start, see $LOGS/kafka.log: $(tail -3 "$LOGS/kafka.log")"
 }
 down_kafka() { stop_pid "$KAFKA_DIR/kafka.pid" kafka 30; }
-status_kafka() { kafka_ready; }
+status_kafka() { kafka_ready && pid_alive "$KAFKA_DIR/kafka.pid"; }
 
 # ---------------------------------------------------------------- Elasticsearch (integ-test-zip)
 ES_HOME="$CACHE/elasticsearch-$ES_VERSION"; ES_DIR="$DATA/elasticsearch"
 es_ready() { curl -sf "http://127.0.0.1:$ES_PORT/_cluster/health?wait_for_status=yellow&timeout=1s" >/dev/null; }
 up_elasticsearch() {
   [ -x "$ES_HOME/bin/elasticsearch" ] || die "Elasticsearch not found in $ES_HOME: run scripts/install.sh"
-  if es_ready; then log "elasticsearch already running on 127.0.0.1:$ES_PORT"; return; fi
+  if es_ready && pid_alive "$ES_DIR/logs/es.pid"; then log "elasticsearch already running on 127.0.0.1:$ES_PORT"; return; fi
   port_open "$ES_PORT" && die "port $ES_PORT is taken by another process"
   mkdir -p "$ES_DIR/data" "$ES_DIR/logs" "$ES_DIR/tmp"
   if [ ! -f "$ES_DIR/config/elasticsearch.yml" ]; then
@@ -185,14 +186,14 @@ EOF
     || die "elasticsearch not healthy, see $ES_DIR/logs/retail-platform.log"
 }
 down_elasticsearch() { stop_pid "$ES_DIR/logs/es.pid" elasticsearch 30; }
-status_elasticsearch() { es_ready; }
+status_elasticsearch() { es_ready && pid_alive "$ES_DIR/logs/es.pid"; }
 
 # ---------------------------------------------------------------- S3 API (moto server)
 S3_DIR="$DATA/s3"
 s3_ready() { curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"; }
 up_s3() {
   [ -x "$VENV/bin/moto_server" ] || die "moto_server not found in $VENV: run scripts/install.sh"
-  if s3_ready; then log "s3 (moto) already running on 127.0.0.1:$S3_PORT"; return; fi
+  if s3_ready && pid_alive "$S3_DIR/moto.pid"; then log "s3 (moto) already running on 127.0.0.1:$S3_PORT"; return; fi
   port_open "$S3_PORT" && die "port $S3_PORT is taken by another process"
   mkdir -p "$S3_DIR"
   nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$LOGS/s3.log" 2>&1 </dev/null &
@@ -200,7 +201,7 @@ up_s3() {
   wait_for 30 "s3 (moto) on 127.0.0.1:$S3_PORT" s3_ready || die "moto server did not start, see $LOGS/s3.log"
 }
 down_s3() { stop_pid "$S3_DIR/moto.pid" s3 10; }
-status_s3() { s3_ready; }
+status_s3() { s3_ready && pid_alive "$S3_DIR/moto.pid"; }
 
 # ---------------------------------------------------------------- helpers
 stop_pid() {  # PIDFILE NAME GRACE_SECONDS: TERM, wait, then KILL

@@ -136,7 +136,7 @@ def cmd_buckets() -> None:
         if v["variable_name"].endswith("_bucket"):
             try:
                 s3.create_bucket(Bucket=v["variable_value"])
-                print(f"bucket {v['variable_value']} created", file=sys.stderr)
+                print(f"bucket {v['variable_value']} ready", file=sys.stderr)
             except ClientError as e:
                 if e.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                     raise
