@@ -1,0 +1,6 @@
+"""Federated rounds: secure aggregation (Bonawitz et al., CCS 2017) and signed protocol messages.
+
+Pure protocol logic (no Airflow, no Kafka, no I/O): ``keys`` (Ed25519 identities, key registry),
+``messages`` (JSON envelope, canonical form, signatures, replay guard), ``secagg`` (client and server
+state machines), ``driver`` (in-process reference transport). See ``docs/federate.md``.
+"""
