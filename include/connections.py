@@ -18,6 +18,9 @@ KAFKA = "platform_kafka"
 KAFKA_PRODUCER = "platform_kafka_producer"
 ELASTICSEARCH = "platform_es"
 REDIS = "platform_redis"
+# key-only connections: secrets backend in production, generated into .local/secrets locally
+ENCRYPTION = "platform_encryption"
+PRIVACY_HMAC = "platform_privacy_hmac"
 
 
 class ConnectionNotConfigured(RuntimeError):
