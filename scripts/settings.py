@@ -2,6 +2,11 @@
 
     python scripts/settings.py env       print `export AIRFLOW_CONN_*=...` for the local stack
     python scripts/settings.py buckets   create the S3 bucket(s) named by the variables
+    python scripts/settings.py backup-buckets
+                                         create the pgBackRest repository buckets (TLS S3, platform_backup)
+    python scripts/settings.py pgbackrest-conf
+                                         print the local pgbackrest.conf (contains the cipher passphrases:
+                                         services.sh writes it to a postgres-owned file, mode 600)
     python scripts/settings.py airflow [--connections]
                                          import pools and variables into Airflow's metadata DB;
                                          --connections also imports the connections as written
@@ -10,11 +15,18 @@
 airflow_settings.yaml names docker-compose services as hosts (postgres:5432, kafka:9092, ...).
 Locally every service listens on loopback, on the port scripts/ports.env gives it; this loader
 rewrites host:port accordingly, so both setups come from the one file.
+
+Backups (issue 10): connection ``platform_backup`` describes the pgBackRest repositories (S3 API over
+TLS, repo1 main + repo2 DR). Locally its endpoint is the gunicorn-served moto of service `backup-s3`
+(https://localhost:BACKUP_S3_PORT, CA under the data dir), and its AES-256 cipher passphrases are
+generated once into the git-ignored ``.local/secrets/`` and added to the connection's extra here; they
+are never in the repository. Elsewhere they come from the secrets backend.
 """
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
 import sys
 from pathlib import Path
@@ -32,6 +44,40 @@ SERVICE_PORTS = {
     "elasticsearch": ("ES_PORT", 9200),
     "minio": ("S3_PORT", 9000),
 }
+
+
+STATE = ROOT / ".local"
+BACKUP_CONN = "platform_backup"
+BACKUP_REPOS = (1, 2)  # 1: main repository, 2: disaster-recovery repository (other bucket/region)
+
+
+def data_dir() -> Path:
+    """The service data directory chosen by scripts/lib.sh (data_dir), or its default."""
+    f = STATE / "data-dir"
+    return Path(f.read_text().strip()) if f.exists() else STATE / "data"
+
+
+def backup_paths() -> dict[str, Path]:
+    """Where the local backup pieces live (services.sh creates them, owned by postgres)."""
+    d = data_dir()
+    return {"pgbackrest_dir": d / "pgbackrest", "config": d / "pgbackrest" / "pgbackrest.conf",
+            "ca_file": d / "backup-s3" / "tls" / "ca.crt", "pg1_path": d / "postgres",
+            "pg1_socket_path": d / "pg-socket"}
+
+
+def backup_cipher_pass(repo: int) -> str:
+    """The AES-256 passphrase of repository ``repo``: generated once into .local/secrets (mode 600)."""
+    sdir = STATE / "secrets"
+    f = sdir / f"pgbackrest-repo{repo}.pass"
+    if not f.exists():
+        sdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(sdir, 0o700)
+        tmp = f.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48) + "\n")
+        os.replace(tmp, f)
+    return f.read_text().strip()
 
 
 def read_ports(path: Path = ROOT / "scripts" / "ports.env") -> dict[str, int]:
@@ -88,9 +134,60 @@ def local_connections(settings: dict | None = None, ports: dict[str, int] | None
         for src, dst in (("conn_login", "login"), ("conn_password", "password"), ("conn_schema", "schema")):
             if c.get(src) not in (None, ""):
                 d[dst] = c[src]
+        if c["conn_id"] == BACKUP_CONN:
+            _localize_backup(d, extra, ports)
         if extra:
             d["extra"] = extra
         out[c["conn_id"]] = d
+    return out
+
+
+def _localize_backup(d: dict, extra: dict, ports: dict[str, int]) -> None:
+    """platform_backup on this machine: TLS moto (service backup-s3), local CA, paths, cipher passphrases."""
+    # pgBackRest 2.45 matches only DNS names of the certificate, so the endpoint is localhost, not an IP
+    extra["endpoint_url"] = f"https://localhost:{ports['BACKUP_S3_PORT']}"
+    p = backup_paths()
+    extra.update({"ca_file": str(p["ca_file"]), "config": str(p["config"]), "pg1_path": str(p["pg1_path"]),
+                  "pg1_port": ports["PG_PORT"], "pg1_socket_path": str(p["pg1_socket_path"]),
+                  "os_user": "postgres"})
+    for repo in BACKUP_REPOS:
+        extra[f"repo{repo}_cipher_pass"] = backup_cipher_pass(repo)
+
+
+# Connections that hold only keys. They are not in airflow_settings.yaml (nothing secret is in the
+# repository): production reads them from the secrets backend; locally each is generated once into
+# the git-ignored .local/secrets/ (mode 600) and exported from .local/env.sh.
+SECRET_CONNECTIONS = {
+    # column encryption keyring (AES-256-GCM, key ids for rotation): include/security
+    "platform_encryption": lambda: _run_json([sys.executable, "-m", "include.security", "new-keyring"]),
+    # chain-wide HMAC-SHA256 key of hashed item ids: include/privacy/hashing.py
+    "platform_privacy_hmac": lambda: {"conn_type": "generic", "password": secrets.token_hex(32)},
+}
+
+
+def _run_json(cmd: list[str]) -> dict:
+    import subprocess
+
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    return json.loads(out)
+
+
+def local_secret_connections() -> dict[str, dict]:
+    """conn_id -> connection dict of the local key connections, generated on first use."""
+    sdir = STATE / "secrets"
+    sdir.mkdir(parents=True, exist_ok=True)
+    os.chmod(sdir, 0o700)
+    out = {}
+    for conn_id, make in SECRET_CONNECTIONS.items():
+        f = sdir / f"{conn_id}.json"
+        if not f.exists():
+            tmp = f.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(make(), fh)
+            os.replace(tmp, f)
+        out[conn_id] = json.loads(f.read_text())
     return out
 
 
@@ -100,6 +197,8 @@ def cmd_env() -> None:
     lines = ["# generated by scripts/settings.py from airflow_settings.yaml: do not edit",
              f"export PLATFORM_ROOT={shlex.quote(str(ROOT))}"]
     for conn_id, d in local_connections(ports=ports).items():
+        lines.append(f"export AIRFLOW_CONN_{conn_id.upper()}={shlex.quote(json.dumps(d, sort_keys=True))}")
+    for conn_id, d in local_secret_connections().items():
         lines.append(f"export AIRFLOW_CONN_{conn_id.upper()}={shlex.quote(json.dumps(d, sort_keys=True))}")
     for v in load_settings().get("variables", []):
         lines.append(f"export AIRFLOW_VAR_{v['variable_name'].upper()}={shlex.quote(str(v['variable_value']))}")
@@ -142,6 +241,54 @@ def cmd_buckets() -> None:
                     raise
 
 
+def cmd_backup_buckets() -> None:
+    import boto3
+    from botocore.exceptions import ClientError
+
+    c = local_connections()[BACKUP_CONN]
+    x = c["extra"]
+    for repo in BACKUP_REPOS:
+        region = x[f"repo{repo}_region"]
+        s3 = boto3.client("s3", endpoint_url=x["endpoint_url"], region_name=region, verify=x["ca_file"],
+                          aws_access_key_id=c["login"], aws_secret_access_key=c["password"])
+        kw = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        try:
+            s3.create_bucket(Bucket=x[f"repo{repo}_bucket"], **kw)
+        except ClientError as e:
+            if e.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+        print(f"backup bucket {x[f'repo{repo}_bucket']} ({region}) ready", file=sys.stderr)
+
+
+def render_pgbackrest_conf(conn: dict) -> str:
+    """pgbackrest.conf of the local cluster from connection platform_backup (local form)."""
+    x = conn["extra"]
+    host, _, port = x["endpoint_url"].split("://", 1)[1].partition(":")
+    pdir = Path(x["config"]).parent
+    lines = ["# generated by scripts/settings.py pgbackrest-conf (services.sh): do not edit, holds secrets",
+             "[global]", f"log-path={pdir / 'log'}", f"lock-path={pdir / 'lock'}", f"spool-path={pdir / 'spool'}",
+             "log-level-console=warn", "log-level-file=info", "start-fast=y", "compress-type=zst",
+             "process-max=2", "io-timeout=30",
+             # a down repository must never fill pg_wal: past 1 GiB queued WAL is dropped (PITR gap, logged)
+             "archive-async=y", "archive-push-queue-max=1GiB"]
+    for repo in BACKUP_REPOS:
+        r = f"repo{repo}"
+        lines += [f"{r}-type=s3", f"{r}-path=/pgbackrest", f"{r}-s3-bucket={x[f'{r}_bucket']}",
+                  f"{r}-s3-endpoint={host}", f"{r}-storage-port={port or 443}", f"{r}-s3-region={x[f'{r}_region']}",
+                  f"{r}-s3-uri-style=path", f"{r}-s3-key={conn['login']}", f"{r}-s3-key-secret={conn['password']}",
+                  f"{r}-storage-ca-file={x['ca_file']}", f"{r}-cipher-type=aes-256-cbc",
+                  f"{r}-cipher-pass={x[f'{r}_cipher_pass']}",
+                  f"{r}-retention-full-type=count", f"{r}-retention-full={x[f'{r}_retention_full']}"]
+    lines += ["", "[global:archive-push]", "archive-timeout=30", "",
+              f"[{x['stanza']}]", f"pg1-path={x['pg1_path']}", f"pg1-port={x['pg1_port']}",
+              f"pg1-socket-path={x['pg1_socket_path']}", "pg1-user=postgres", ""]
+    return "\n".join(lines)
+
+
+def cmd_pgbackrest_conf() -> None:
+    sys.stdout.write(render_pgbackrest_conf(local_connections()[BACKUP_CONN]))
+
+
 def compose_connections(settings: dict | None = None) -> dict[str, dict]:
     """conn_id -> connection JSON dict as airflow_settings.yaml writes it (compose addressing)."""
     settings = settings or load_settings()
@@ -179,11 +326,12 @@ def cmd_airflow(with_connections: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    cmds = {"env": cmd_env, "buckets": cmd_buckets, "airflow": cmd_airflow}
+    cmds = {"env": cmd_env, "buckets": cmd_buckets, "airflow": cmd_airflow,
+            "backup-buckets": cmd_backup_buckets, "pgbackrest-conf": cmd_pgbackrest_conf}
     args = sys.argv[1:]
     if not args or args[0] not in cmds or args[1:] not in ([], ["--connections"]) \
             or (args[1:] and args[0] != "airflow"):
-        sys.exit(f"usage: {sys.argv[0]} env|buckets|airflow [--connections]")
+        sys.exit(f"usage: {sys.argv[0]} env|buckets|backup-buckets|pgbackrest-conf|airflow [--connections]")
     os.chdir(ROOT)
     if args[0] == "airflow":
         cmd_airflow(with_connections=bool(args[1:]))
