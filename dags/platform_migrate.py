@@ -18,6 +18,8 @@ Run it after every deploy (the deploy pipeline triggers it; the local `./dev` do
 through `python -m include.db.migrate`). It updates the `platform_schema` Asset; the other DAGs
 check at their start that the schema is up to date and fail with a clear message if it is not.
 
+Then it applies the Elasticsearch index templates of `include/search/templates/` (idempotent).
+
 Param `dry_run`: list what would be applied, change nothing.
 """
 
@@ -46,7 +48,18 @@ def platform_migrate():
 
         return dataclasses.asdict(migrate(platform_dsn(), dry_run=params["dry_run"]))
 
-    apply_migrations()
+    @task
+    def apply_index_templates(params=None) -> list[str]:
+        """Elasticsearch index templates of include/search (idempotent), after the SQL schema."""
+        if params["dry_run"]:
+            return []
+        from airflow.providers.elasticsearch.hooks.elasticsearch import ElasticsearchSQLHook
+
+        from include.search import apply_templates
+
+        return apply_templates(ElasticsearchSQLHook(elasticsearch_conn_id="platform_es").get_conn().es)
+
+    apply_migrations() >> apply_index_templates()
 
 
 platform_migrate()

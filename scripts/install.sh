@@ -4,7 +4,8 @@
 #   2. the Python venv from requirements.txt + constraints.txt (the lock), kept in the cache under
 #      the lock's hash and reused while the hash matches; .venv links to it;
 #   3. the compiled mining engine (built by pip from native/), rebuilt when its sources change;
-#   4. Kafka broker jars and the Elasticsearch integ-test-zip from Maven Central.
+#   4. Kafka broker jars, the Elasticsearch integ-test-zip and the PostgreSQL JDBC driver (for
+#      Spark) from Maven Central.
 # Usage: scripts/install.sh [--no-apt]   (PLATFORM_SKIP_ENGINE_BUILD=1 skips step 3, for work on the rest)
 source "$(dirname "$0")/lib.sh"
 
@@ -92,5 +93,12 @@ if [ ! -f "$ES_HOME/.complete" ]; then
   mv "$CACHE/es-unzip/elasticsearch-$ES_VERSION" "$ES_HOME"; rmdir "$CACHE/es-unzip"
   chmod -R a+rX "$ES_HOME"; chmod 755 "$CACHE"
   touch "$ES_HOME/.complete"
+fi
+JDBC_JAR="$M2/org/postgresql/postgresql/$PG_JDBC_VERSION/postgresql-$PG_JDBC_VERSION.jar"
+if [ ! -f "$JDBC_JAR" ]; then
+  log "postgresql JDBC driver $PG_JDBC_VERSION (Spark reads transactions over JDBC)"
+  mvn -B -q -Dmaven.repo.local="$M2" dependency:get -Dtransitive=false \
+    -Dartifact="org.postgresql:postgresql:$PG_JDBC_VERSION" >"$STATE/mvn-jdbc.log" 2>&1 \
+    || die "fetching the PostgreSQL JDBC driver failed, see $STATE/mvn-jdbc.log"
 fi
 log "install complete"

@@ -22,6 +22,7 @@ PY="$VENV/bin/python"
 KAFKA_VERSION=4.4.0
 LOG4J_VERSION=2.25.5
 ES_VERSION=8.19.21
+PG_JDBC_VERSION=42.7.14
 ES_USER=esrun          # Elasticsearch refuses to run as root
 PG_USER=postgres       # initdb refuses to run as root
 mkdir -p "$STATE" "$CACHE"

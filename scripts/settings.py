@@ -216,6 +216,15 @@ def cmd_env() -> None:
         f"export AIRFLOW__API__BASE_URL=http://127.0.0.1:{ports['AIRFLOW_API_PORT']}",
         f"export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:{ports['AIRFLOW_API_PORT']}/execution/",
         "export SPARK_LOCAL_IP=127.0.0.1",
+        # task logs are written to Elasticsearch and read back from it by the UI (docs/search.md)
+        "export AIRFLOW__LOGGING__REMOTE_LOGGING=True",
+        f"export AIRFLOW__ELASTICSEARCH__HOST=http://127.0.0.1:{ports['ES_PORT']}",
+        "export AIRFLOW__ELASTICSEARCH__WRITE_TO_ES=True",
+        "export AIRFLOW__ELASTICSEARCH__JSON_FORMAT=True",
+        "export AIRFLOW__ELASTICSEARCH__WRITE_STDOUT=False",
+        "export AIRFLOW__ELASTICSEARCH__TARGET_INDEX=airflow-logs",
+        "export AIRFLOW__ELASTICSEARCH__INDEX_PATTERNS='airflow-logs*'",
+        "export AIRFLOW__ELASTICSEARCH__ES_COMPAT_WITH=8",
         f"export MPLCONFIGDIR={shlex.quote(str(state / 'mpl'))}",
         # `include` is imported by DAGs, tests and commands from the repository root
         f"export PYTHONPATH={shlex.quote(str(ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}",
