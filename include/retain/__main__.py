@@ -1,0 +1,5 @@
+import sys
+
+from include.retain.cli import main
+
+sys.exit(main())
