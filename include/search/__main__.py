@@ -1,0 +1,5 @@
+import sys
+
+from include.search.cli import main
+
+sys.exit(main())
