@@ -61,10 +61,13 @@ if [ -f "$ROOT/native/huim/pyproject.toml" ] && [ "${PLATFORM_SKIP_ENGINE_BUILD:
   SRC_HASH="$(cd "$ROOT/native/huim" && find . -path ./target -prune -o -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)"
   MARK="$VENV_REAL/.huim-$SRC_HASH"
   if [ ! -f "$MARK" ]; then
-    command -v cargo >/dev/null || die "cargo (Rust) is required to build the mining engine"
+    # rustup installs cargo under ~/.cargo/bin, which a non-login shell may not have on PATH
+    command -v cargo >/dev/null || [ ! -x "$HOME/.cargo/bin/cargo" ] || export PATH="$HOME/.cargo/bin:$PATH"
+    command -v cargo >/dev/null || die "cargo (Rust) is required to build the mining engine (rustup.rs or apt cargo)"
     log "mining engine: building native/huim (cargo, release)"
     export CARGO_TARGET_DIR="$CACHE/cargo-target"
-    "$VENV_REAL/bin/pip" install -q --no-build-isolation --no-deps "$ROOT/native/huim" >"$STATE/engine-build.log" 2>&1 \
+    # the maturin build backend runs the `maturin` executable of the venv
+    PATH="$VENV_REAL/bin:$PATH" "$VENV_REAL/bin/pip" install -q --no-build-isolation --no-deps "$ROOT/native/huim" >"$STATE/engine-build.log" 2>&1 \
       || die "building the mining engine failed, see $STATE/engine-build.log: $(tail -5 "$STATE/engine-build.log")"
     rm -f "$VENV_REAL"/.huim-*; touch "$MARK"
   fi
