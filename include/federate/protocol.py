@@ -1,0 +1,204 @@
+"""Round-level protocol messages around the secure aggregations, and the round's public parameters.
+
+A federated round (id R = ``federated_rounds.id``) runs one aggregation per level of the candidate
+domain (round id ``R/level-k`` for :mod:`include.federate.secagg`). Around them the coordinator and
+the stores exchange these signed messages (same envelope as secagg, :mod:`include.federate.messages`):
+
+| type | phase | from → to | payload |
+|---|---|---|---|
+| ``invitation`` | ``invite`` | coordinator → one store | the :class:`RoundSpec` (parameters, topics and offsets) |
+| ``join`` / ``decline`` | ``invite`` | store → coordinator | ``{}`` / ``{"reason": ...}`` (budget, config) |
+| ``level_open`` | ``level`` | coordinator → all | level, candidate spec and digest, clients, t, c, the signed secagg ``round_setup`` (secure mode) |
+| ``local_input`` | ``level`` | store → coordinator | local mode: the store's fully noised vector (round id ``R/level-k``) |
+| ``round_end`` | ``end`` | coordinator → all | ``status`` completed/failed, ``reason``, ``included`` levels per store |
+| ``round_results`` | ``end`` | coordinator → results topic | the released global patterns |
+
+Numbers that are not integers (ε, δ, scales) travel as decimal strings: signed messages carry no floats.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from include.federate.keys import PartyIdentity
+from include.federate.messages import SignedMessage, sign_message
+
+PROTOCOL_VERSION = 1
+
+
+class T:
+    INVITATION = "invitation"
+    JOIN = "join"
+    DECLINE = "decline"
+    LEVEL_OPEN = "level_open"
+    LOCAL_INPUT = "local_input"
+    ROUND_END = "round_end"
+    ROUND_RESULTS = "round_results"
+
+
+PHASE_OF = {T.INVITATION: "invite", T.JOIN: "invite", T.DECLINE: "invite", T.LEVEL_OPEN: "level",
+            T.LOCAL_INPUT: "level", T.ROUND_END: "end", T.ROUND_RESULTS: "end"}
+
+MODES = ("secure", "local")
+FIELDS = ("utility", "support", "presence")
+
+
+def store_party(store_id) -> str:
+    return f"store:{store_id}"
+
+
+def store_of(party_id: str) -> str:
+    if not party_id.startswith("store:"):
+        raise ValueError(f"{party_id!r} is not a store party id")
+    return party_id.split(":", 1)[1]
+
+
+def coordinator_party(region_id=None) -> str:
+    return f"coordinator:{region_id or 'global'}"
+
+
+def level_round_id(round_id: str, level: int) -> str:
+    return f"{round_id}/level-{level}"
+
+
+def level_of(round_id: str, message_round_id: str) -> int | None:
+    prefix = f"{round_id}/level-"
+    if message_round_id.startswith(prefix):
+        try:
+            return int(message_round_id[len(prefix):])
+        except ValueError:
+            return None
+    return None
+
+
+@dataclass(frozen=True)
+class RoundSpec:
+    """Everything a store needs to decide and to compute its vectors; signed in the invitation."""
+
+    round_id: str
+    round_number: int
+    coordinator_id: str
+    mode: str
+    noise_type: str
+    epsilon: str                 # decimal string
+    delta: str
+    window_start: str            # ISO 8601
+    window_end: str
+    max_pattern_length: int
+    max_items: int               # ℓ
+    utility_cap: int             # C, fixed-point
+    utility_scale: int
+    split: dict                  # field -> decimal string
+    invited: list                # store party ids
+    min_clients: int
+    phase_timeout_seconds: int
+    to_stores: list              # [topic, partition, first offset]
+    to_coordinator: list         # [topic, partition]
+    version: int = PROTOCOL_VERSION
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if not 1 <= int(self.max_pattern_length) <= 3:
+            raise ValueError("max_pattern_length must be 1, 2 or 3 (the level-wise domain stops at triples)")
+
+    # typed views
+    @property
+    def eps(self) -> float:
+        return float(self.epsilon)
+
+    @property
+    def dlt(self) -> float:
+        return float(self.delta)
+
+    @property
+    def window(self) -> tuple[datetime, datetime]:
+        return datetime.fromisoformat(self.window_start), datetime.fromisoformat(self.window_end)
+
+    @property
+    def levels(self) -> list[tuple[int, ...]]:
+        return [(k,) for k in range(1, int(self.max_pattern_length) + 1)]
+
+    @property
+    def split_floats(self) -> dict:
+        return {k: float(v) for k, v in self.split.items()}
+
+    def to_payload(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any]) -> RoundSpec:
+        if p.get("version") != PROTOCOL_VERSION:
+            raise ValueError(f"unsupported round spec version {p.get('version')!r}")
+        return cls(**{k: p[k] for k in cls.__dataclass_fields__})
+
+
+def release_plans(spec: RoundSpec):
+    """The OpenDP plans of the round's levels (scales per field), recomputed by every party from the
+    public parameters: a store never trusts announced scales, it derives its own from ε and δ."""
+    from include.privacy.apply import release_plan_for_round, sum_costs
+    from include.privacy.bounding import Bounds
+
+    bounds = Bounds(int(spec.max_items), int(spec.utility_cap), int(spec.utility_scale))
+    plans = release_plan_for_round(spec.noise_type, spec.eps, spec.dlt, bounds, spec.levels, spec.split_floats)
+    return plans, sum_costs(plans)
+
+
+def honest_min(threshold: int, colluders: int) -> int:
+    return max(1, int(threshold) - int(colluders))
+
+
+def default_colluders(n: int) -> int:
+    return n // 10
+
+
+def default_dropout_threshold(n: int) -> int:
+    return max(2, math.ceil(2 * n / 3)) if n >= 2 else n
+
+
+def sign(identity: PartyIdentity, msg_type: str, round_id: str, payload: Mapping[str, Any],
+         recipient: str | None = None) -> SignedMessage:
+    return sign_message(identity, round_id=round_id, phase=PHASE_OF[msg_type], msg_type=msg_type,
+                        payload=dict(payload), recipient=recipient)
+
+
+def fstr(x: float) -> str:
+    """A float as a decimal string that round-trips (for signed payloads)."""
+    return repr(float(x))
+
+
+def encode_i64(values) -> str:
+    import numpy as np
+
+    from include.federate.keys import b64encode
+
+    return b64encode(np.asarray(values, dtype="<i8").tobytes())
+
+
+def decode_i64(text: str, length: int):
+    import numpy as np
+
+    from include.federate.keys import b64decode
+
+    raw = b64decode(text, field="vector", length=8 * length)
+    return np.frombuffer(raw, dtype="<i8").astype(np.int64)
+
+
+@dataclass
+class Outcome:
+    """What a store's client knows at the end of a round."""
+
+    status: str = "running"          # running | completed | failed | declined | excluded
+    reason: str = ""
+    included_levels: list = field(default_factory=list)
+
+    @property
+    def charged(self) -> bool:
+        return bool(self.included_levels)
+
+
+def sorted_ids(ids: Sequence[str]) -> list[str]:
+    return sorted(set(ids))
