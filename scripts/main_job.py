@@ -180,13 +180,16 @@ def report(conn: psycopg.Connection, stores) -> None:
         rid, number, status, clients, n, secs = rnd
         say(f"federated round {number}: {status}, {clients} stores, {n} global patterns, {secs} s")
         top = conn.execute(
-            """SELECT pattern_items, aggregated_utility, contributing_stores, client_coverage_percent
+            """SELECT pattern_items, aggregated_utility, utility_ci_low, utility_ci_high, confident,
+                      contributing_stores, client_coverage_percent
                  FROM global_patterns WHERE round_id = %s ORDER BY aggregated_utility DESC LIMIT 10""",
             (rid,)).fetchall()
         if top:
-            say("top global patterns:")
-            for items, util, n_st, cov in top:
-                say(f"  {' + '.join(items):<45} utility {util:>12}  stores {n_st}  coverage {cov}%")
+            say("top global patterns (noisy utility, 95% interval; 'confident' when the interval's "
+                "lower bound clears the round's threshold):")
+            for items, util, lo, hi, conf, n_st, cov in top:
+                say(f"  {' + '.join(items):<40} {util:>11.2f}  [{lo:>10.2f}, {hi:>10.2f}]"
+                    f"  {'confident' if conf else 'uncertain':<9}  stores {n_st}  coverage {cov:.0f}%")
 
 
 def main() -> int:

@@ -329,6 +329,8 @@ def cmd_airflow(with_connections: bool = False) -> None:
         Pool.create_or_update_pool(p["pool_name"], p["pool_slot"], p.get("pool_description", ""),
                                    include_deferred=False)
     for v in s.get("variables", []):
+        if f"AIRFLOW_VAR_{v['variable_name'].upper()}" in os.environ:
+            continue  # the local stack exports it (.local/env.sh), which takes precedence anyway
         Variable.set(v["variable_name"], v["variable_value"])
     print(f"imported {len(s.get('pools', []))} pools and {len(s.get('variables', []))} variables",
           file=sys.stderr)
