@@ -41,9 +41,12 @@ def test_structure(dag):
 
 
 def test_parse_imports_nothing_heavy():
-    code = ("import sys; sys.path.insert(0, 'dags'); import ingest_transaction_files; "
+    # Airflow itself may load some of these at start-up (e.g. the Elasticsearch task-log handler
+    # pulls in numpy): only what the DAG file adds counts
+    code = ("import sys; sys.path.insert(0, 'dags'); import airflow.sdk; base = set(sys.modules); "
+            "import ingest_transaction_files; "
             "bad = [m for m in ('great_expectations', 'pandas', 'numpy', 'include.ingest') "
-            "if m in sys.modules]; print(bad)")
+            "if m in sys.modules and m not in base]; print(bad)")
     import subprocess
 
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
