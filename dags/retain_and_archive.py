@@ -18,6 +18,7 @@ Applies the retention rules of spec 4.1 every night (logic: `include/retain/`, r
 | `activity_logs` | 1 year; older rows archived (whole monthly partitions dropped), then removed |
 | `performance_metrics` | detail 6 months (rollup refreshed first); hourly/daily rollups 2 years |
 | `global_patterns` | kept for ever, one version per round (`global_patterns_latest`, `global_patterns_versions`) |
+| Elasticsearch | monthly `activity-logs-*` / `metrics-*` indices past the same rules deleted whole (last task) |
 | `local_patterns` | 1 year, or until the store's next successful mining |
 
 Archive: `archive/<table>/store_id=<id>/year=<y>/month=<m>/part-<manifest>.parquet` in the bucket
@@ -88,7 +89,30 @@ def retain_and_archive():
                   f"{t.bytes:>12} bytes  cutoff {t.cutoff}  {t.details}")
         return rep.as_dict()
 
-    check_schema() >> maintain_partitions() >> apply_retention()
+    @task
+    def expire_search_indices(params=None) -> list[str]:
+        """Elasticsearch keeps the same rules: whole monthly activity-log and metrics indices past their
+        retention are deleted by exact name (no delete-by-query). Dry run: only list them."""
+        from datetime import datetime, time, timezone
+
+        import psycopg
+        from airflow.providers.elasticsearch.hooks.elasticsearch import ElasticsearchSQLHook
+
+        from _shared.db import platform_dsn
+        from include.db.configs import get_config
+        from include.retain.policy import parse_as_of
+        from include.search.indices import delete_expired_indices, expired_indices
+
+        with psycopg.connect(platform_dsn()) as conn:
+            days = {"activity_logs_days": int(get_config(conn, "retention_activity_logs_days", 365)),
+                    "metrics_days": int(get_config(conn, "retention_performance_metrics_detail_days", 183))}
+        now = datetime.combine(parse_as_of(params["as_of"]), time.min, tzinfo=timezone.utc)
+        es = ElasticsearchSQLHook(elasticsearch_conn_id="platform_es").get_conn().es
+        names = (expired_indices if params["dry_run"] else delete_expired_indices)(es, now=now, **days)
+        print(f"{'would delete' if params['dry_run'] else 'deleted'} {len(names)} index(es): {names}")
+        return names
+
+    check_schema() >> maintain_partitions() >> apply_retention() >> expire_search_indices()
 
 
 retain_and_archive()
