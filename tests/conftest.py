@@ -8,6 +8,10 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import time
+import uuid
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -61,3 +65,51 @@ def s3_settings() -> dict:
 @pytest.fixture(scope="session")
 def bucket() -> str:
     return os.environ["AIRFLOW_VAR_PLATFORM_BUCKET"]
+
+
+def drop_database(base_dsn: str, name: str, attempts: int = 5) -> None:
+    """DROP DATABASE ... WITH (FORCE), retried while another role still holds a connection."""
+    import psycopg
+    from psycopg import sql
+
+    for i in range(attempts):
+        try:
+            with psycopg.connect(base_dsn, autocommit=True) as c:
+                c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            return
+        except psycopg.errors.InsufficientPrivilege as e:
+            if i == attempts - 1:
+                warnings.warn(f"temporary database {name} left behind: {e}")
+                return
+            time.sleep(2)
+
+
+@contextmanager
+def _temporary_database(prefix: str, *, sql_dir: Path | None = None, target: int | None = None):
+    import psycopg
+    from psycopg import sql
+
+    from include.connections import postgres_dsn
+    from include.db.migrate import migrate
+
+    base = postgres_dsn()
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(base, autocommit=True) as c:
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = psycopg.conninfo.make_conninfo(base, dbname=name)
+    try:
+        kwargs = {"sql_dir": sql_dir} if sql_dir is not None else {}
+        if target is not None:
+            kwargs["target"] = target
+        migrate(dsn, **kwargs)
+        yield dsn
+    finally:
+        drop_database(base, name)
+
+
+@pytest.fixture(scope="session")
+def temporary_database():
+    """Context manager factory: ``with temporary_database("t_area", sql_dir=..., target=...) as dsn``
+    gives a fresh database of the test's own with the migrations applied (all of them, those of
+    ``sql_dir``, or up to ``target``), dropped on exit. Tests that count whole tables use one."""
+    return _temporary_database

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
-from include.connections import postgres_dsn
 
 H = "transaction_id,transaction_date,item,quantity,unit_utility\n"
 
@@ -27,21 +25,10 @@ def schema_and_ingest_sql(target: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ingest_dsn(tmp_path_factory):
+def ingest_dsn(tmp_path_factory, temporary_database):
     """libpq URI of a fresh database with all migrations applied (dropped at the end)."""
-    from include.db.migrate import migrate
-
-    base = postgres_dsn()
-    name = f"t_ingest_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(base, autocommit=True) as c:
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = psycopg.conninfo.make_conninfo(base, dbname=name)
-    try:
-        migrate(dsn, sql_dir=schema_and_ingest_sql(tmp_path_factory.mktemp("sql")))
+    with temporary_database("t_ingest", sql_dir=schema_and_ingest_sql(tmp_path_factory.mktemp("sql"))) as dsn:
         yield dsn
-    finally:
-        with psycopg.connect(base, autocommit=True) as c:
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

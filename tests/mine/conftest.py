@@ -12,9 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
-from include.connections import postgres_dsn
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "include" / "sql"
 
@@ -25,24 +23,13 @@ def _areas(name: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def mine_dsn(tmp_path_factory) -> str:
-    from include.db.migrate import migrate
-
-    base = postgres_dsn()
-    name = f"t_mine_{uuid.uuid4().hex[:10]}"
+def mine_dsn(tmp_path_factory, temporary_database) -> str:
     sql_dir = tmp_path_factory.mktemp("sql")
     for f in sorted(SQL_DIR.glob("*.sql")):
         if _areas(f.name):
             shutil.copy(f, sql_dir / f.name)
-    with psycopg.connect(base, autocommit=True) as c:
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = psycopg.conninfo.make_conninfo(base, dbname=name)
-    try:
-        migrate(dsn, sql_dir=sql_dir)
+    with temporary_database("t_mine", sql_dir=sql_dir) as dsn:
         yield dsn
-    finally:
-        with psycopg.connect(base, autocommit=True) as c:
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from include.connections import postgres_dsn
 
 PRIVACY_TARGET = 399   # every migration up to the privacy range
 
@@ -20,19 +19,9 @@ def _dsn_for(base: str, **overrides) -> str:
 
 
 @pytest.fixture(scope="session")
-def privacy_dsn(pg_dsn):
-    from include.db.migrate import migrate
-
-    name = f"t_privacy_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_dsn, autocommit=True) as c:
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = _dsn_for(postgres_dsn(), dbname=name)
-    try:
-        migrate(dsn, target=PRIVACY_TARGET)
+def privacy_dsn(pg_dsn, temporary_database):
+    with temporary_database("t_privacy", target=PRIVACY_TARGET) as dsn:
         yield dsn
-    finally:
-        with psycopg.connect(pg_dsn, autocommit=True) as c:
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

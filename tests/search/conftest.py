@@ -10,10 +10,7 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from psycopg import sql
 
-from include.connections import postgres_dsn
-from include.db.migrate import migrate
 from include.search.clients import check_es, es_client, redis_client
 from include.search.indices import Namespace, apply_templates, delete_namespace
 
@@ -54,37 +51,11 @@ def rns(redis_conn):
         redis_conn.delete(*keys)
 
 
-def drop_database(base: str, name: str, attempts: int = 10) -> None:
-    """DROP DATABASE ... WITH (FORCE), retried: a session of another role (e.g. a cluster-wide backup
-    of another area's test) may hold a connection for a moment, and only its role may end it."""
-    import time
-    import warnings
-
-    for i in range(attempts):
-        try:
-            with psycopg.connect(base, autocommit=True) as c:
-                c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            return
-        except psycopg.errors.InsufficientPrivilege as e:
-            if i == attempts - 1:
-                warnings.warn(f"temporary database {name} left behind: {e}")
-                return
-            time.sleep(2)
-
-
 @pytest.fixture
-def fresh_dsn():
+def fresh_dsn(temporary_database):
     """A migrated database of the test's own (whole-table counts are exact in it); dropped after."""
-    base = postgres_dsn()
-    name = f"t_search_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(base, autocommit=True) as c:
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = psycopg.conninfo.make_conninfo(base, dbname=name)
-    try:
-        migrate(dsn)
+    with temporary_database("t_search") as dsn:
         yield dsn
-    finally:
-        drop_database(base, name)
 
 
 @pytest.fixture
