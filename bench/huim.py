@@ -255,7 +255,8 @@ def render(results: dict, args) -> dict[str, str]:
             f"{args.runs}, pami min of {1 if args.quick else args.runs} (once when a run takes more than "
             f"a third of the {args.pami_timeout:.0f} s timeout); peak RSS of the child process in MB.")
     lines = [head, ""]
-    sweep_rows = [(d, mu) for d, mus in SWEEP.items() for mu in mus if (d, mu) in results]
+    do_sweep = not (args.quick or args.no_sweep)
+    sweep_rows = [(d, mu) for d, mus in SWEEP.items() for mu in mus if (d, mu) in results and do_sweep]
     if sweep_rows:
         lines.append("| dataset @ min_utility | patterns (ours / pami) | ours s | pami s | ratio | ours MB | pami MB | agree |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|---|")
@@ -264,7 +265,7 @@ def render(results: dict, args) -> dict[str, str]:
             lines.append(table_row(d, mu, o, p, args.pami_timeout))
         tables["sweep"] = "\n".join(lines)
     lines = [head, ""]
-    fixed_rows = [f for f in FIXED if (f[0], f[1]) in results]
+    fixed_rows = [f for f in FIXED if (f[0], f[1]) in results and not args.no_fixed]
     if fixed_rows:
         lines.append("| dataset @ min_utility | patterns | ours s | pami s | ours / pami | Java ref / pami | "
                      "best known / pami | ≤ Java | ≤ best | ours MB | pami MB | agree |")

@@ -3,6 +3,7 @@ backups, a point-in-time restore verified by the drill on a spare port, and a re
 recovery repository alone. Marker rows live in a scratch database of the same cluster."""
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -41,11 +42,15 @@ def test_full_incremental_pitr_drill_and_restore_from_dr_alone(db, pgbr, tmp_pat
     _batch(db, "b2", sizes["b2"])
     incr = jobs.backup(pgbr, db, repo=1, type="incr")
     assert incr["type"] == "incr" and incr["repo_delta_bytes"] < full["repo_size_bytes"]
+    # pgBackRest records a backup's stop time in whole seconds (rounded up): a restore target taken
+    # within the same second would precede it. Real drills target points hours apart.
+    time.sleep(1.2)
     _batch(db, "b3", sizes["b3"])
     p1 = dr.record_restore_point(db, tables=tables, label="test p1")
     _batch(db, "b4", sizes["b4"])
     dr_full = jobs.backup(pgbr, db, repo=2, type="full", annotations={"kind": "monthly"})
     assert dr_full["type"] == "full" and dr_full["repo"] == 2
+    time.sleep(1.2)  # see above: whole-second stop time
     _batch(db, "b5", sizes["b5"])
     p2 = dr.record_restore_point(db, tables=tables, label="test p2")
     _batch(db, "b6", sizes["b6"])
