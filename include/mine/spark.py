@@ -25,10 +25,9 @@
 5. The patterns come back to the driver (bounded by ``max_patterns``) and are written like the local
    path's (:func:`include.mine.store.write_result`).
 
-The engine has no "first item" restriction yet, so on D_i it also enumerates the patterns without i
-(each of them is a pattern of the whole database too, found again in its own partition): the
-redundant work is measured (``stats.sub_patterns`` vs ``patterns``; 1.3-1.6x on the shared datasets).
-With ``Miner.search(..., required_item=i)`` in the engine it would vanish (docs/mine.md).
+On D_i the engine searches with ``required_item=i``: the sub-trees that cannot hold i (patterns found
+again in their own partitions) are skipped, so no pattern is enumerated twice (``stats.sub_patterns``
+equals ``patterns``).
 """
 from __future__ import annotations
 
@@ -163,11 +162,13 @@ def _mine_partition(index, it, bc):
             offsets.append(len(items_flat))
         m = Miner()
         m.add_batch(items_flat, offsets, [1] * len(items_flat), utils_flat)
-        # the whole window's support count, as a fraction of D_i (exact: ceil(ms / |D_i| * |D_i|) = ms)
-        res = m.mine(mu, Fraction(ms, len(offsets) - 1), maxlen, pruning, max_patterns=max_patterns)
+        key = str(r)
+        # the whole window's support count, as a fraction of D_i (exact: ceil(ms / |D_i| * |D_i|) = ms);
+        # required_item: only the patterns holding i, the sub-trees without it are never searched
+        res = m.mine(mu, Fraction(ms, len(offsets) - 1), maxlen, pruning, max_patterns=max_patterns,
+                     required_item=key)
         calls += 1
         found += len(res.patterns)
-        key = str(r)
         for p in res.patterns:
             if key in p.items:
                 kept += 1
