@@ -5,16 +5,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from _shared.backup import pgbackrest
 from _shared.defaults import DEFAULT_ARGS
-
-
-def _pgbackrest():
-    """pgBackRest with the settings of connection platform_backup (call inside tasks only)."""
-    from airflow.sdk import BaseHook
-
-    from include.retain.pgbackrest import BACKUP_CONN, BackupSettings, PgBackRest
-
-    return PgBackRest(BackupSettings.from_extra(BaseHook.get_connection(BACKUP_CONN).extra_dejson))
 
 
 def _day(logical_date):
@@ -66,7 +58,7 @@ def backup_database():
         from include.retain.pgbackrest import scheduled_type
 
         btype = params["type"] or scheduled_type(_day(logical_date))
-        return jobs.backup(_pgbackrest(), platform_dsn(), repo=1, type=btype,
+        return jobs.backup(pgbackrest(), platform_dsn(), repo=1, type=btype,
                            annotations={"kind": "weekly" if btype == "full" else "daily"})
 
     @task
@@ -79,13 +71,13 @@ def backup_database():
 
         if params["dr"] == "never" or (params["dr"] == "auto" and not dr_due(_day(logical_date))):
             raise AirflowSkipException("the DR repository gets its full backup on the 1st of the month")
-        return jobs.backup(_pgbackrest(), platform_dsn(), repo=2, type="full", annotations={"kind": "monthly"})
+        return jobs.backup(pgbackrest(), platform_dsn(), repo=2, type="full", annotations={"kind": "monthly"})
 
     @task(trigger_rule="none_failed")
     def expire() -> dict:
         from include.retain import jobs
 
-        p = _pgbackrest()
+        p = pgbackrest()
         return {"repo1": jobs.expire(p, 1), "repo2": jobs.expire(p, 2)}
 
     @task(trigger_rule="all_done")
@@ -95,7 +87,7 @@ def backup_database():
         from _shared.db import platform_dsn
         from include.retain import jobs
 
-        return jobs.freshness(_pgbackrest(), platform_dsn(), repo=1,
+        return jobs.freshness(pgbackrest(), platform_dsn(), repo=1,
                               max_age=timedelta(hours=float(params["max_age_hours"])))
 
     backup_main() >> backup_dr() >> expire() >> check_freshness()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from _shared.backup import pgbackrest
 from _shared.defaults import DEFAULT_ARGS
 
 DOC = """
@@ -27,15 +28,6 @@ Results (ok 1/0, restore and recovery seconds, restored bytes) go to `performanc
 Params: `restore_point_id` (replay an older recorded point instead of taking one now), `dr` (also drill
 the DR repository; it needs a DR backup older than the target: see `backup_database`).
 """
-
-
-def _pgbackrest():
-    """pgBackRest with the settings of connection platform_backup (call inside tasks only)."""
-    from airflow.sdk import BaseHook
-
-    from include.retain.pgbackrest import BACKUP_CONN, BackupSettings, PgBackRest
-
-    return PgBackRest(BackupSettings.from_extra(BaseHook.get_connection(BACKUP_CONN).extra_dejson))
 
 
 @dag(
@@ -63,7 +55,7 @@ def restore_drill():
         if params["restore_point_id"]:
             return drill.get_restore_point(platform_dsn(), params["restore_point_id"]).id
         point = drill.record_restore_point(platform_dsn(), label="restore_drill")
-        _pgbackrest().check()  # the WAL holding the target is in both repositories
+        pgbackrest().check()  # the WAL holding the target is in both repositories
         return point.id
 
     @task
@@ -72,7 +64,7 @@ def restore_drill():
         from include.retain import drill, jobs
 
         dsn = platform_dsn()
-        return jobs.drill(_pgbackrest(), dsn, repo=1, point=drill.get_restore_point(dsn, point_id))
+        return jobs.drill(pgbackrest(), dsn, repo=1, point=drill.get_restore_point(dsn, point_id))
 
     @task
     def drill_dr(point_id: str, params=None) -> dict:
@@ -84,7 +76,7 @@ def restore_drill():
         if not params["dr"]:
             raise AirflowSkipException("Param dr is off")
         dsn = platform_dsn()
-        return jobs.drill(_pgbackrest(), dsn, repo=2, repo_only=True, point=drill.get_restore_point(dsn, point_id))
+        return jobs.drill(pgbackrest(), dsn, repo=2, repo_only=True, point=drill.get_restore_point(dsn, point_id))
 
     p = restore_point()
     drill_main(p) >> drill_dr(p)
