@@ -140,15 +140,9 @@ class SignedMessage:
 
     def audit_record(self) -> dict[str, Any]:
         """A small, secret-free summary for ``activity_logs`` (the payload itself is not included)."""
-        return {
-            "message_id": self.message_id,
-            "schema_version": self.schema_version,
-            "round_id": self.round_id,
-            "phase": self.phase,
-            "type": self.msg_type,
-            "sender": self.sender,
-            "recipient": self.recipient,
-        }
+        record = {"message_id": self.message_id, **self.body()}
+        del record["payload"]
+        return record
 
     @classmethod
     def from_dict(cls, data: Any) -> SignedMessage:
