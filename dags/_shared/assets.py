@@ -10,3 +10,4 @@ TRANSACTIONS = Asset(name="store_transactions", uri="platform://postgres/transac
 LOCAL_PATTERNS = Asset(name="local_patterns", uri="platform://postgres/local_patterns")
 GLOBAL_PATTERNS = Asset(name="global_patterns", uri="platform://postgres/global_patterns")
 ACTIVITY = Asset(name="activity_logs", uri="platform://postgres/activity_logs")
+PRIVATE_CONTRIBUTIONS = Asset(name="privacy_contributions", uri="platform://postgres/privacy_applications")
