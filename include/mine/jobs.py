@@ -138,6 +138,9 @@ def run_job(dsn: str, job_id: uuid.UUID | str, *, spark_session=None, inject_fai
     """Run one pending (or failed/interrupted, on retry) job to ``completed``; see the module doc."""
     job_id = uuid.UUID(str(job_id))
     from include.db.mining import start_job
+    from include.search.live import LiveFeed
+
+    live = LiveFeed("mining", job_id)   # best effort: Redis down never fails a mining job
 
     with psycopg.connect(dsn, application_name="mine_store_patterns") as conn:
         job = store.get_job(conn, job_id)
@@ -150,6 +153,8 @@ def run_job(dsn: str, job_id: uuid.UUID | str, *, spark_session=None, inject_fai
         conn.commit()
         job = store.get_job(conn, job_id)
     started = time.time()
+    live.update(phase="running", store_id=job.store_id, engine_path=job.engine_path,
+                n_transactions=job.n_transactions, started_at=datetime.fromtimestamp(started, timezone.utc))
     log.info("job %s: store %s, %s transactions, path %s, min_utility %s", job_id, job.store_id,
              job.n_transactions, job.engine_path, job.min_utility)
     try:
@@ -163,6 +168,7 @@ def run_job(dsn: str, job_id: uuid.UUID | str, *, spark_session=None, inject_fai
             run_local(dsn, job, started=started, inject_failure=inject_failure, timeout=timeout)
     except BaseException as e:
         message = str(e) or type(e).__name__
+        live.update(phase="failed", error_message=message[:1000])
         with psycopg.connect(dsn, application_name="mine_store_patterns") as conn:
             try:
                 store.record_failure(conn, job, message, started=started,
@@ -174,4 +180,7 @@ def run_job(dsn: str, job_id: uuid.UUID | str, *, spark_session=None, inject_fai
                 raise
         raise
     with psycopg.connect(dsn, application_name="mine_store_patterns") as conn:
-        return _summary(store.get_job(conn, job_id))
+        out = _summary(store.get_job(conn, job_id))
+    live.update(phase="completed", **{k: out[k] for k in ("patterns_found", "execution_time_seconds",
+                                                          "memory_used_mb")})
+    return out

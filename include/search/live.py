@@ -125,6 +125,61 @@ def ingest_progress(r, file_id, *, ns: str = DEFAULT_NS) -> Progress:
     return Progress(r, "ingest", str(file_id), ns=ns)
 
 
+def mining_progress(r, job_id, *, ns: str = DEFAULT_NS) -> Progress:
+    """Progress of a mining job: ``update(phase=..., store_id=..., transactions_read=..., patterns_found=...)``."""
+    return Progress(r, "mining", str(job_id), ns=ns)
+
+
+class LiveFeed:
+    """Best-effort :class:`Progress` for the pipeline's own tasks (ingestion, mining): Redis is not on
+    their critical path, so ``update``/``incr`` never raise. The first failure is logged once as a
+    warning naming Redis; later calls are dropped (the tables hold the truth, only the live view is
+    lost). ``kind``/``id_`` as in :class:`Progress`; the client comes from connection ``platform_redis``
+    and the namespace from ``PLATFORM_REDIS_NAMESPACE`` (default ``platform``) unless given."""
+
+    def __init__(self, kind: str, id_, *, r=None, ns: str | None = None, conn_id: str | None = None,
+                 socket_timeout: float = 2.0) -> None:
+        import logging
+        import os
+
+        self._log = logging.getLogger("include.search.live")
+        self._progress: Progress | None = None
+        self._where = f"progress:{kind}:{id_}"
+        try:
+            if r is None:
+                from include.search.clients import REDIS, redis_client
+
+                r = redis_client(conn_id or REDIS, socket_timeout=socket_timeout)
+            self._progress = Progress(r, kind, str(id_), ns=ns or os.environ.get("PLATFORM_REDIS_NAMESPACE",
+                                                                                DEFAULT_NS))
+        except Exception as e:  # noqa: BLE001 - no connection configured: no live view
+            self._fail(e)
+
+    def _fail(self, e: Exception) -> None:
+        if self._progress is not None or not getattr(self, "_warned", False):
+            self._log.warning("Redis is unavailable, live progress %s is not published (the tables still "
+                              "record everything): %s: %s", self._where, type(e).__name__, e)
+        self._warned, self._progress = True, None
+
+    def update(self, **fields: Any) -> None:
+        if self._progress is not None:
+            try:
+                self._progress.update(**fields)
+            except Exception as e:  # noqa: BLE001 - see the class doc
+                self._fail(e)
+
+    def incr(self, field_: str, by: int = 1) -> None:
+        if self._progress is not None:
+            try:
+                self._progress.incr(field_, by)
+            except Exception as e:  # noqa: BLE001 - see the class doc
+                self._fail(e)
+
+    @property
+    def live(self) -> bool:
+        return self._progress is not None
+
+
 # ------------------------------------------------------------------------------------------ locks
 class LockBusy(RuntimeError):
     """The lock is held by someone else."""

@@ -234,3 +234,39 @@ def test_unknown_store_is_a_parameter_error(mine_dsn):
     req = RunRequest.from_params({"store_ids": [str(uuid.uuid4())]})
     with psycopg.connect(mine_dsn) as c, pytest.raises(ParameterError, match="no store"):
         plan_runs(c, req)
+
+
+def test_job_progress_is_published_to_redis_and_a_dead_redis_does_not_fail_the_job(mine_dsn, monkeypatch, caplog):
+    import json
+    import logging
+    import os
+
+    from include.search.clients import redis_client
+    from include.search.live import mining_progress
+
+    ns = f"t-mine-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("PLATFORM_REDIS_NAMESPACE", ns)
+    r = redis_client()
+    store_id = make_store(mine_dsn, ROWS)
+    job_id = plan_one(mine_dsn, store_id)
+    try:
+        out = run_job(mine_dsn, job_id)
+        live = mining_progress(r, job_id, ns=ns).get()
+        assert live["phase"] == "completed" and live["store_id"] == str(store_id)
+        assert live["engine_path"] == "local" and int(live["n_transactions"]) == len(ROWS)
+        assert int(live["patterns_found"]) == out["patterns_found"] > 0
+        assert 0 < r.ttl(f"{ns}:progress:mining:{job_id}") <= 24 * 3600
+    finally:
+        for k in r.scan_iter(f"{ns}:*"):
+            r.delete(k)
+
+    # Redis unreachable (a closed port): the job completes; one warning names Redis
+    dead = {**json.loads(os.environ["AIRFLOW_CONN_PLATFORM_REDIS"]), "port": 9}
+    monkeypatch.setenv("AIRFLOW_CONN_PLATFORM_REDIS", json.dumps(dead))
+    other = make_store(mine_dsn, ROWS)
+    job2 = plan_one(mine_dsn, other)
+    with caplog.at_level(logging.WARNING, logger="include.search.live"):
+        out2 = run_job(mine_dsn, job2)
+    assert out2["status"] == "completed" and out2["patterns_found"] == out["patterns_found"]
+    warnings = [m for m in caplog.messages if "Redis is unavailable" in m]
+    assert len(warnings) == 1 and f"progress:mining:{job2}" in warnings[0]
