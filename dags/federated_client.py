@@ -73,10 +73,10 @@ def federated_client():
     @task
     def join(invitation: str) -> dict:
         from _shared.db import platform_dsn
-        from _shared.federate import kafka_settings
+        from _shared.federate import chain_key, kafka_settings
         from include.federate.service import join_round
 
-        return join_round(platform_dsn(), invitation, kafka=kafka_settings())
+        return join_round(platform_dsn(), invitation, kafka=kafka_settings(), hash_key=chain_key())
 
     @task
     def report(outcomes: list) -> list:

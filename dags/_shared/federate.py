@@ -35,6 +35,17 @@ def redis_settings() -> dict:
     return {"host": c.host, "port": c.port, "password": c.password, "db": (c.extra_dejson or {}).get("db", 0)}
 
 
+def chain_key() -> str | None:
+    """The chain key for rounds over keyed item ids (connection platform_privacy_hmac, secrets backend
+    included); None when this deployment has none. Kept in memory only."""
+    from airflow.sdk import BaseHook
+
+    try:
+        return BaseHook.get_connection("platform_privacy_hmac").password or None
+    except Exception:  # noqa: BLE001 - no such connection: a hashed round is then declined with the reason
+        return None
+
+
 class RoundMessageTrigger(BaseTrigger):
     """Fires when a message of ``round_id`` for ``party_id`` (or a broadcast) appears in
     ``topic``/``partition`` at or after ``offset``; fires ``timeout`` after ``timeout_seconds``."""
@@ -111,7 +122,7 @@ class StoreClientOperator(BaseOperator):
             self.log.info("store did not join: %s", (j or {}).get("reason"))
             return {"store_id": (j or {}).get("store_id"), "status": "declined", "reason": (j or {}).get("reason")}
         dsn, store_id, round_id = platform_dsn(), j["store_id"], j["round_id"]
-        side = DbStoreSide(dsn, store_id, round_id)
+        side = DbStoreSide(dsn, store_id, round_id, hash_key=chain_key())
         with side.connect() as c:
             identity = ensure_identity(c, store_party(store_id), role="store", store_id=store_id)
             saved = load_client_state(c, store_id, round_id)

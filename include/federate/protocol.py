@@ -98,6 +98,7 @@ class RoundSpec:
     to_stores: list              # [topic, partition, first offset]
     to_coordinator: list         # [topic, partition]
     version: int = PROTOCOL_VERSION
+    key_fingerprint: str | None = None   # set: items are keyed ids under the chain key of this fingerprint
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -133,7 +134,8 @@ class RoundSpec:
     def from_payload(cls, p: Mapping[str, Any]) -> RoundSpec:
         if p.get("version") != PROTOCOL_VERSION:
             raise ValueError(f"unsupported round spec version {p.get('version')!r}")
-        return cls(**{k: p[k] for k in cls.__dataclass_fields__})
+        optional = {"key_fingerprint"}
+        return cls(**{k: p[k] for k in cls.__dataclass_fields__ if k in p or k not in optional})
 
 
 def release_plans(spec: RoundSpec):

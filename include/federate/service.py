@@ -39,14 +39,15 @@ def _parse_time(value, default: datetime) -> datetime:
 
 def resolve_stores(conn: psycopg.Connection, store_ids: list[str]) -> tuple[list[dict], list[str]]:
     """(stores to invite, problems). Empty ``store_ids``: every active store with a privacy config."""
-    rows = conn.execute("""SELECT s.id, s.region_id, s.is_active, pc.noise_type IS NOT NULL AS has_config
+    rows = conn.execute("""SELECT s.id, s.region_id, s.is_active, pc.noise_type IS NOT NULL AS has_config,
+                                  COALESCE(pc.hash_patterns, false)
                              FROM stores s LEFT JOIN privacy_configs pc ON pc.store_id = s.id
                             WHERE (cardinality(%s::uuid[]) = 0 OR s.id = ANY(%s::uuid[]))
                             ORDER BY s.id""", (store_ids, store_ids)).fetchall()
     found = {str(r[0]): r for r in rows}
     problems = [f"store {s}: unknown" for s in store_ids if s not in found]
     out = []
-    for sid, (_, region, active, has_config) in found.items():
+    for sid, (_, region, active, has_config, hashed) in found.items():
         if not active:
             if store_ids:
                 problems.append(f"store {sid}: inactive")
@@ -55,7 +56,7 @@ def resolve_stores(conn: psycopg.Connection, store_ids: list[str]) -> tuple[list
             if store_ids:
                 problems.append(f"store {sid}: no privacy_configs row")
             continue
-        out.append({"store_id": sid, "region_id": str(region) if region else None})
+        out.append({"store_id": sid, "region_id": str(region) if region else None, "hash_patterns": hashed})
     return out, problems
 
 
@@ -77,6 +78,8 @@ def open_round(dsn: str, params: dict, *, kafka: tuple[dict, dict], redis: dict,
             platform = load_platform_settings(conn)
             stores, problems = resolve_stores(conn, store_ids)
             min_cfg = int(get_config(conn, "min_clients_per_round", Decimal(0)) or 0)
+            hashing = sorted(s["store_id"] for s in stores if s["hash_patterns"])
+            fingerprint = newest_key_fingerprint(conn) if hashing else None
         min_clients = int(params.get("min_clients_required") or min_cfg or DEFAULT_MIN_CLIENTS)
         regions = {s["region_id"] for s in stores}
         region = regions.pop() if len(regions) == 1 else None
@@ -95,7 +98,8 @@ def open_round(dsn: str, params: dict, *, kafka: tuple[dict, dict], redis: dict,
             "phase_timeout_minutes": float(params.get("phase_timeout_minutes") or 5),
             "dropout_threshold": params.get("dropout_threshold"),
             "bounds": {"max_items": bounds.max_items, "utility_cap": bounds.utility_cap,
-                       "utility_scale": bounds.utility_scale}, "region_id": region}
+                       "utility_scale": bounds.utility_scale}, "region_id": region,
+            "key_fingerprint": fingerprint}
         rid, number = records.open_round(conn, params=resolved, min_clients=min_clients, epsilon=resolved["epsilon"],
                                          mode=resolved["mode"], region_id=region, coordinator_id=coordinator_id,
                                          dag_run_id=dag_run_id)
@@ -107,6 +111,10 @@ def open_round(dsn: str, params: dict, *, kafka: tuple[dict, dict], redis: dict,
 
         if problems:
             refuse("invalid store_ids: " + "; ".join(problems))
+        if hashing and fingerprint is None:
+            refuse(f"{len(hashing)} invited store(s) hash their patterns (privacy_configs.hash_patterns), so the "
+                   "round runs on keyed item ids, but there is no hashed catalogue: a key holder must run "
+                   "`python -m include.privacy hash-dictionary` first")
         if not w_end > w_start:
             refuse(f"window_end {w_end.isoformat()} must be after window_start {w_start.isoformat()}")
         if resolved["min_utility"] is not None and resolved["min_utility_ratio"] is not None:
@@ -171,7 +179,21 @@ def _spec(rid, number, coordinator_id, r, invited, to_stores, to_coordinator, ti
         max_items=b["max_items"], utility_cap=b["utility_cap"], utility_scale=b["utility_scale"],
         split={"utility": "0.6", "support": "0.3", "presence": "0.1"}, invited=sorted(invited),
         min_clients=int(r["min_clients_required"]), phase_timeout_seconds=int(timeout_s),
-        to_stores=list(to_stores), to_coordinator=list(to_coordinator))
+        to_stores=list(to_stores), to_coordinator=list(to_coordinator), key_fingerprint=r.get("key_fingerprint"))
+
+
+def newest_key_fingerprint(conn: psycopg.Connection) -> str | None:
+    """The fingerprint of the newest key in ``privacy_hashed_catalogue`` (None: nothing hashed yet)."""
+    row = conn.execute("""SELECT key_fingerprint FROM privacy_hashed_catalogue GROUP BY key_fingerprint
+                           ORDER BY max(created_at) DESC, key_fingerprint LIMIT 1""").fetchone()
+    return row[0] if row else None
+
+
+def hashed_catalogue(conn: psycopg.Connection, key_fingerprint: str) -> list[str]:
+    """The level-1 domain of a round over keyed ids: the hashed catalogue of that key (ids only)."""
+    rows = conn.execute("SELECT item_hash FROM privacy_hashed_catalogue WHERE key_fingerprint = %s ORDER BY 1",
+                        (key_fingerprint,)).fetchall()
+    return [r[0] for r in rows]
 
 
 def item_catalogue(conn: psycopg.Connection, store_ids: list[str], start: datetime, end: datetime) -> list[str]:
@@ -231,7 +253,8 @@ def run_round(dsn: str, opened: dict, *, kafka: tuple[dict, dict], redis: dict, 
             raise RoundFailedCleanly(f"round {rid} failed: coordinator restarted")
         coord = ensure_identity(conn, spec.coordinator_id, role="coordinator")
         start, end = spec.window
-        catalogue = item_catalogue(conn, list(opened["store_of_party"].values()), start, end)
+        catalogue = (hashed_catalogue(conn, spec.key_fingerprint) if spec.key_fingerprint
+                     else item_catalogue(conn, list(opened["store_of_party"].values()), start, end))
     audit = records.ActivityAudit(dsn, rid, actor=spec.coordinator_id)
     hooks = _Hooks(dsn, audit, live, rid)
     cons, prod = kafka
@@ -281,7 +304,7 @@ def finalize(dsn: str, opened: dict | None, *, redis: dict, dag_run_id: str | No
     return {"round_id": rid, "status": row["status"], "error_message": row["error_message"]}
 
 
-def join_round(dsn: str, invitation_text: str, *, kafka: tuple[dict, dict]) -> dict:
+def join_round(dsn: str, invitation_text: str, *, kafka: tuple[dict, dict], hash_key=None) -> dict:
     """Store side of an invitation (the client DAG's join task): verify, budget, answer, keep state."""
     from include.federate.client import StoreRoundClient
     from include.federate.identities import load_client_state, save_client_state
@@ -291,7 +314,7 @@ def join_round(dsn: str, invitation_text: str, *, kafka: tuple[dict, dict]) -> d
     env = peek(invitation_text) or {}
     store_id = P.store_of(str(env.get("recipient")))
     rid = str(env.get("round_id"))
-    side = DbStoreSide(dsn, store_id, rid)
+    side = DbStoreSide(dsn, store_id, rid, hash_key=hash_key)
     with side.connect() as c:
         identity = ensure_identity(c, P.store_party(store_id), role="store", store_id=store_id)
         saved = load_client_state(c, store_id, rid)

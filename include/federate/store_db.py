@@ -16,10 +16,35 @@ RELEASE_NAME = "federated_round"
 
 
 class DbStoreSide:
-    def __init__(self, dsn: str, store_id: str, round_id: str) -> None:
+    """``hash_key``: the chain key (hex or bytes) for rounds over keyed ids; default: connection
+    ``platform_privacy_hmac`` from the environment. Only used in memory, never logged or sent."""
+
+    def __init__(self, dsn: str, store_id: str, round_id: str, *, hash_key=None) -> None:
         self.dsn, self.store_id, self.round_id = dsn, str(store_id), str(round_id)
         self.audit = ActivityAudit(dsn, round_id, store_id=self.store_id, actor=f"store:{store_id}")
         self._registry = None
+        self._hash_key = hash_key
+
+    def hash_key(self, spec: RoundSpec):
+        """The key of a round over keyed ids; raises HashKeyError (the store declines) when this store has
+        no key or another key than the round's (fingerprints differ)."""
+        from include.privacy.hashing import HMAC_CONN_ID, HashKey, HashKeyError
+
+        if self._hash_key is None:
+            from include.connections import get_connection
+
+            try:
+                self._hash_key = get_connection(HMAC_CONN_ID).password or None
+            except Exception:  # noqa: BLE001 - no such connection: reported below
+                self._hash_key = None
+        if self._hash_key is None:
+            raise HashKeyError(f"round {spec.round_id} runs on keyed item ids but this store has no chain key "
+                               f"(connection '{HMAC_CONN_ID}')")
+        key = HashKey(self._hash_key)
+        if key.fingerprint != spec.key_fingerprint:
+            raise HashKeyError(f"round {spec.round_id} uses the chain key {spec.key_fingerprint}, this store "
+                               f"holds key {key.fingerprint}")
+        return key
 
     def connect(self) -> psycopg.Connection:
         return psycopg.connect(self.dsn, application_name="federated_client")
@@ -40,12 +65,19 @@ class DbStoreSide:
         start, end = spec.window
         bounds = Bounds(int(spec.max_items), int(spec.utility_cap), int(spec.utility_scale))
         with self.connect() as c:
-            return bound_transactions(iter_transactions(c, self.store_id, start, end), bounds)
+            txs = bound_transactions(iter_transactions(c, self.store_id, start, end), bounds)
+        if spec.key_fingerprint:
+            from include.privacy.hashing import hash_bounded
+
+            return hash_bounded(txs, self.hash_key(spec))
+        return txs
 
     def reserve(self, spec: RoundSpec, cost) -> str:
         from include.privacy import ledger as L
         from include.privacy.settings import load_platform_settings, load_privacy_config
 
+        if spec.key_fingerprint:
+            self.hash_key(spec)         # no key, or another key: decline before anything is reserved
         start, end = spec.window
         with self.connect() as c:
             with c.transaction():

@@ -78,6 +78,20 @@ def as_key(key) -> HashKey:
     return HashKey(key)
 
 
+def hash_bounded(txs, key: "HashKey") -> list:
+    """Clipped transactions with every item replaced by its keyed id (items re-sorted by id, as
+    :class:`~include.privacy.bounding.BoundedTransaction` keeps them canonical). Clipping happened on
+    the names, so the values are exactly those of the plain transactions."""
+    from .bounding import BoundedTransaction
+
+    ids: dict[str, str] = {}
+    out = []
+    for t in txs:
+        pairs = sorted(((ids.get(i) or ids.setdefault(i, key.item_id(i))), u) for i, u in zip(t.items, t.utilities))
+        out.append(BoundedTransaction(tuple(i for i, _ in pairs), tuple(u for _, u in pairs)))
+    return out
+
+
 def canonical_encoding(items: Iterable[str]) -> bytes:
     raw = sorted({str(i).encode("utf-8") for i in items})
     if not raw:

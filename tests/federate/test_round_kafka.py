@@ -59,7 +59,7 @@ def _env(dbname: str) -> dict:
     return env
 
 
-def _make_stores(dsn: str, n: int, *, epsilon=50.0, region=None, first_index=0) -> list[str]:
+def _make_stores(dsn: str, n: int, *, epsilon=50.0, region=None, first_index=0, hash_patterns=False) -> list[str]:
     from include.synthetic import store_transactions
 
     region = region or str(uuid.uuid4())
@@ -68,8 +68,8 @@ def _make_stores(dsn: str, n: int, *, epsilon=50.0, region=None, first_index=0) 
         for k in range(n):
             sid = str(uuid.uuid4())
             c.execute("INSERT INTO stores (id, name, region_id) VALUES (%s, %s, %s)", (sid, f"t-{sid[:8]}", region))
-            c.execute("INSERT INTO privacy_configs (store_id, epsilon, noise_type) VALUES (%s, %s, 'gaussian')",
-                      (sid, Decimal(str(epsilon))))
+            c.execute("INSERT INTO privacy_configs (store_id, epsilon, noise_type, hash_patterns) "
+                      "VALUES (%s, %s, 'gaussian', %s)", (sid, Decimal(str(epsilon)), hash_patterns))
             rows = [(sid, list(t.items), list(t.quantities), list(t.unit_utilities),
                      sum(q * u for q, u in zip(t.quantities, t.unit_utilities)), t.transaction_date)
                     for t in store_transactions(first_index + k, N_TX, n_items=60)]
@@ -234,6 +234,54 @@ def test_too_few_clients_fails_cleanly_with_the_reason(round_dsn):
         ledger = c.execute("SELECT status FROM privacy_budget_ledger WHERE round_id = %s", (r["id"],)).fetchall()
         assert sorted(x[0] for x in ledger) == ["aborted", "aborted"]      # no budget charged; the poor store reserved nothing
         assert c.execute("SELECT count(*) FROM federate_client_states").fetchone()[0] == 0
+
+
+def test_round_over_keyed_item_ids(round_dsn):
+    """Stores with hash_patterns: the round runs on keyed ids end to end. Without a hashed catalogue the
+    round is refused with the reason; with it, global_patterns hold only ids, which key holders decode."""
+    import re
+
+    from include.connections import get_connection
+    from include.privacy.hashing import HashKey
+
+    dsn, dbname = round_dsn
+    stores = _make_stores(dsn, 3, first_index=40, hash_patterns=True)
+    conf = {"store_ids": stores, "epsilon": 4.0, "phase_timeout_minutes": 1, "max_pattern_length": 2,
+            "top_k": 15, **WINDOW}
+    with psycopg.connect(dsn) as c:
+        c.execute("DELETE FROM privacy_hash_dictionary")
+    run = _run_round(dbname, conf)
+    assert "state=failed" in run.stdout + run.stderr and "hash-dictionary" in run.stdout + run.stderr, \
+        (run.stdout + run.stderr)[-4000:]
+    r = _round(dsn, stores)
+    assert r["status"] == "failed" and "hash-dictionary" in r["error_message"], r["error_message"]
+    with psycopg.connect(dsn) as c:
+        c.execute("DELETE FROM federated_rounds WHERE id = %s", (r["id"],))
+
+    # a key holder hashes the catalogue; the agents hold the same chain key (connection platform_privacy_hmac)
+    subprocess.run([sys.executable, "-m", "include.privacy", "--dsn", dsn, "hash-dictionary"], cwd=ROOT,
+                   env=_env(dbname), check=True, capture_output=True, text=True, timeout=120)
+    key = HashKey(get_connection("platform_privacy_hmac").password)
+    procs = _start_agents(dbname, dsn, stores, _invitations_offset())
+    run = _run_round(dbname, conf)
+    logs = _stop(procs)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:] + "\n".join(logs.values())[-3000:]
+    r = _round(dsn, stores)
+    assert r["status"] == "completed", r["error_message"]
+    with psycopg.connect(dsn) as c:
+        names = {x[0] for x in c.execute("SELECT DISTINCT unnest(items) FROM transactions WHERE store_id = ANY(%s::uuid[])",
+                                         (stores,)).fetchall()}
+        rows = c.execute("""SELECT g.pattern_items, d.pattern_items FROM global_patterns g
+                              JOIN global_patterns_decoded d ON d.id = g.id WHERE g.round_id = %s""",
+                         (r["id"],)).fetchall()
+        trace = " ".join(x[0] or "" for x in c.execute(
+            "SELECT additional_data::text FROM activity_logs WHERE resource_id = %s", (r["id"],)).fetchall())
+    assert rows and len(rows) == r["patterns_aggregated"]
+    for hashed, decoded in rows:
+        assert all(re.fullmatch(r"[0-9a-f]{16}", h) for h in hashed)
+        assert set(decoded) <= names and [key.item_id(i) for i in decoded] == list(hashed)
+    # no item name travelled: neither the stored patterns nor the message trace hold one
+    assert trace and not [n for n in names if json.dumps(n) in trace]
 
 
 @pytest.mark.timeout(1800)
