@@ -43,7 +43,9 @@ INVITATIONS_ASSET = Asset(
         name="federate_invitation_watcher",
         trigger=KafkaMessageQueueTrigger(topics=["platform.federate.invitations"],
                                          apply_function="include.federate.watch.accept_invitation",
-                                         kafka_config_id="platform_kafka", poll_interval=1),
+                                         # the provider sleeps poll_interval after every record that
+                                         # is not for this deployment: keep it short
+                                         kafka_config_id="platform_kafka", poll_interval=0.05),
     )],
 )
 
