@@ -143,7 +143,7 @@ def restore_drill(pgbr: PgBackRest, point: RestorePoint, *, repo: int = 1, repo_
     disaster-recovery case: the main repository is gone). ``inspect(conn)`` may look further into the
     restored database (its result is ``DrillResult.inspection``). Raises :class:`DrillFailed` on a mismatch."""
     user = pgbr.s.os_user
-    root = Path(scratch_root or Path(pgbr.s.pg1_path or "/tmp").parent / "restore-drill")
+    root = Path(scratch_root or pgbr.s.scratch_root or Path(pgbr.s.pg1_path or "/tmp").parent / "restore-drill")
     root.mkdir(parents=True, exist_ok=True)
     chown_to(root, user)
     os.chmod(root, 0o700)
@@ -170,9 +170,11 @@ def restore_drill(pgbr: PgBackRest, point: RestorePoint, *, repo: int = 1, repo_
         res.restore_seconds = round(pgbr.restore(str(pgdata), repo=repo, target_time=point.target_time,
                                                  config=config), 3)
         res.restored_bytes = _du(pgdata)
+        # timescaledb.max_background_workers=0: a restored TimescaleDB cluster (compose) must not run its
+        # retention/compression jobs before the counts are taken (a placeholder setting without the extension)
         opts = (f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={sock} "
                 "-c archive_mode=off -c shared_buffers=64MB "
-                "-c log_min_duration_statement=-1")
+                "-c log_min_duration_statement=-1 -c timescaledb.max_background_workers=0")
         t0 = time.monotonic()
         p = subprocess.run([*_as_user(user), str(bin_ / "pg_ctl"), "-D", str(pgdata), "-l", str(logfile), "-o", opts,
                             "-w", "-t", str(start_timeout_s), "start"], capture_output=True, text=True, cwd="/")

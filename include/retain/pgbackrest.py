@@ -9,6 +9,12 @@ Repositories: repo1 = main (daily incremental, weekly full), repo2 = disaster re
 and region; its own monthly full). WAL goes to both. Retention (``repoN-retention-full``, count of full
 backups; incrementals and WAL expire with their full): repo1 2 fulls (PITR window 7 to 14 days), repo2 3
 fulls (about 3 months).
+
+docker-compose (docs/retain.md): the workers are pgBackRest *repository hosts*: their configuration names the
+database through the pgBackRest TLS server (``pg1-host=pgbackrest-server``, ``pg1-host-type=tls``), so
+backup/check run there against the database's files; a restore always runs locally (``config_copy`` drops the
+``pg1-host*`` options), into ``scratch_root``. The compose images build pgBackRest 2.59.3 (the same
+release on both sides of the TLS protocol); the commands used here behave the same in 2.45 and 2.59.
 """
 from __future__ import annotations
 
@@ -47,6 +53,7 @@ class BackupSettings:
     pg1_path: str | None = None
     pg1_port: int | None = None
     pg1_socket_path: str | None = None
+    scratch_root: str | None = None  # where the restore drill puts its scratch clusters (default: next to pg1_path)
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any]) -> "BackupSettings":
@@ -56,7 +63,7 @@ class BackupSettings:
         return cls(config=extra["config"], stanza=extra.get("stanza", "platform"),
                    os_user=extra.get("os_user") or None, pg1_path=extra.get("pg1_path"),
                    pg1_port=int(extra["pg1_port"]) if extra.get("pg1_port") else None,
-                   pg1_socket_path=extra.get("pg1_socket_path"))
+                   pg1_socket_path=extra.get("pg1_socket_path"), scratch_root=extra.get("scratch_root") or None)
 
     @classmethod
     def from_env(cls) -> "BackupSettings":
@@ -135,11 +142,15 @@ class PgBackRest:
     def config_copy(self, path: str, *, only_repo: int | None = None, spool_path: str | None = None) -> str:
         """A copy of the configuration for a restore: with ``only_repo`` it knows that repository alone
         (a restore from it cannot touch any other: the disaster-recovery case); ``spool_path`` keeps the
-        restored server's async archive-get queue apart from the live server's. Owned by the OS user, 600."""
+        restored server's async archive-get queue apart from the live server's. A restore and the restored
+        server's archive-get run on this host, so ``pg1-host*`` options (a remote database, as the compose
+        workers have) are left out: pgBackRest refuses to restore onto a remote host. Owned by the OS user, 600."""
         keep = []
         for line in Path(self.s.config).read_text().splitlines():
             m = re.match(r"^repo(\d+)-", line)
             if only_repo is not None and m and int(m.group(1)) != only_repo:
+                continue
+            if re.match(r"^pg\d+-host", line):
                 continue
             if spool_path and line.startswith("spool-path="):
                 line = f"spool-path={spool_path}"
