@@ -53,6 +53,10 @@ _ONE_OF_TIMES = {"type": ["null", "string"], "format": "date-time"}
                                      "by every store's ledger)."),
         "delta": Param(1e-6, type="number", exclusiveMinimum=0, exclusiveMaximum=0.01,
                        description="δ of the round's (ε, δ) guarantee."),
+        "proposal_epsilon": Param(0, type="number", minimum=0, maximum=10,
+                                  description="> 0: every store also proposes candidates (its itemsets whose noisy "
+                                              "utility clears OpenDP's threshold) with this extra ε; they join the "
+                                              "level-wise domain. 0: the public domain only."),
         "noise_type": Param("gaussian", type="string", enum=["gaussian", "laplace"],
                             description="Discrete Gaussian (zCDP, recommended) or discrete Laplace (pure ε)."),
         "min_utility": Param(None, type=["null", "number"], minimum=0,

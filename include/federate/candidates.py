@@ -50,8 +50,45 @@ def spec(level: int, *, items: Sequence[str], pairs: Sequence[Sequence[str]] = (
     raise ValueError(f"level must be 1..{MAX_LEVEL}, got {level}")
 
 
+def with_proposals(s: dict, proposals: Iterable[Sequence[str]]) -> dict:
+    """The spec extended by store-proposed itemsets of the spec's level (``extra``: canonical, sorted)."""
+    level = int(s["level"])
+    extra = sorted({tuple(sorted({str(i) for i in p})) for p in proposals if len(set(p)) == level})
+    if not extra:
+        return s
+    if any(i == "" for e in extra for i in e):
+        raise ValueError("empty item name in a proposed candidate")
+    return {**s, "extra": [list(e) for e in extra]}
+
+
+def proposals_by_level(answers: Iterable, max_level: int) -> dict[int, list[Itemset]]:
+    """The union of the stores' proposals (each a list of item lists), per itemset size ≤ ``max_level``.
+    Malformed entries raise ValueError (the caller drops that store's proposals)."""
+    out: dict[int, set] = {}
+    for proposals in answers:
+        if proposals is None:
+            continue
+        if not isinstance(proposals, list):
+            raise ValueError("proposals must be a list of item lists")
+        for p in proposals:
+            if not isinstance(p, list) or not p or not all(isinstance(i, str) and i for i in p):
+                raise ValueError(f"malformed proposal {p!r}")
+            t = tuple(sorted(set(p)))
+            if len(t) <= max_level:
+                out.setdefault(len(t), set()).add(t)
+    return {k: sorted(v) for k, v in out.items()}
+
+
 def generate(s: Mapping) -> list[Itemset]:
-    """The ordered candidate list of a spec (sorted canonical tuples)."""
+    """The ordered candidate list of a spec (sorted canonical tuples), with its ``extra`` proposals."""
+    base = _generate(s)
+    extra = s.get("extra")
+    if not extra:
+        return base
+    return sorted(set(base) | {tuple(sorted(e)) for e in extra})
+
+
+def _generate(s: Mapping) -> list[Itemset]:
     kind = s.get("kind")
     items = _items(s.get("items", ()))
     if kind == "items":

@@ -32,7 +32,7 @@ from include.federate import candidates as C
 from include.federate.keys import KeyRegistry, PartyIdentity
 from include.federate.messages import MessageRejected, SignedMessage, verify_message
 from include.federate.protocol import (T, Outcome, RoundSpec, decode_i64, encode_i64, honest_min, level_of,
-                                       level_round_id, release_plans, sign)
+                                       level_round_id, propose_candidates, release_plans, sign)
 from include.federate.secagg import ClientExcluded, MsgType, ProtocolError, RoundAborted, SecAggClient
 
 log = logging.getLogger(__name__)
@@ -176,10 +176,18 @@ class StoreRoundClient:
         if self.status != "invited":
             return out
         self.side.audit("received", self.invitation)
+        payload: dict = {}
         try:
             plans, cost = self.plans()
             self.ledger_id = self.side.reserve(self.spec, cost)
+            if self.spec.proposal_epsilon:
+                # store-proposed candidates: noise is drawn only now, after the reservation
+                self._txs = self.side.bounded_transactions(self.spec)
+                payload["proposals"] = propose_candidates(self._txs, self.spec)
         except Exception as exc:  # noqa: BLE001 - any refusal (budget, config) is a decline with its reason
+            if self.ledger_id:   # nothing left the store: the reservation is released
+                self.side.abort(self.ledger_id, self.spec, f"declined: {type(exc).__name__}: {exc}"[:1000])
+                self.ledger_id = None
             reason = f"{type(exc).__name__}: {exc}"
             self.status = "declined"
             self.outcome = Outcome("declined", reason)
@@ -187,7 +195,9 @@ class StoreRoundClient:
                             recipient=self.coordinator_id), out)
             return out
         self.status = "joined"
-        self._send(sign(self.identity, T.JOIN, self.round_id, {}, recipient=self.coordinator_id), out)
+        if "proposals" in payload:
+            self.outcome.included_levels.append(0)   # level 0 = the proposals: released, so charged at the end
+        self._send(sign(self.identity, T.JOIN, self.round_id, payload, recipient=self.coordinator_id), out)
         return out
 
     # -- messages -----------------------------------------------------------------------------------

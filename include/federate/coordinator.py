@@ -64,6 +64,7 @@ class RoundResult:
     included: dict = field(default_factory=dict)        # store party -> levels whose sum holds its input
     contributed: dict = field(default_factory=dict)     # store party -> number of candidate values
     releases: list = field(default_factory=list)        # LevelRelease
+    proposals: dict = field(default_factory=dict)       # itemset size (str) -> number of store-proposed candidates
     patterns: list = field(default_factory=list)        # GlobalPatternRow
     summary: dict = field(default_factory=dict)
     cost: Any = None
@@ -89,6 +90,7 @@ class RoundCoordinator:
         self.phase_timeout = float(spec.phase_timeout_seconds)
         self.join_timeout = float(join_timeout_seconds or spec.phase_timeout_seconds)
         self.result = RoundResult()
+        self.proposals: dict[int, set] = {}     # itemset size -> the stores' proposed candidates
         self._registry: KeyRegistry | None = None
         self._guard = ReplayGuard()
         self._reader = None
@@ -211,6 +213,18 @@ class RoundCoordinator:
 
         self._collect(handle, lambda: len(answers) == len(invited), self.join_timeout)
         r.joined = sorted(p for p, m in answers.items() if m.msg_type == T.JOIN)
+        self.proposals = {}
+        if self.spec.proposal_epsilon:
+            good = []
+            for p in r.joined:
+                try:
+                    good.append(C.proposals_by_level([answers[p].payload.get("proposals")], 3))
+                except ValueError as exc:
+                    log.warning("round %s: proposals of %s dropped: %s", self.spec.round_id, p, exc)
+            for by in good:
+                for k, v in by.items():
+                    self.proposals.setdefault(k, set()).update(v)
+            r.proposals = {str(k): len(v) for k, v in sorted(self.proposals.items())}
         r.declined = {p: str(m.payload.get("reason", "")) for p, m in answers.items() if m.msg_type == T.DECLINE}
         r.not_answered = sorted(set(invited) - set(answers))
         n = len(r.joined)
@@ -226,10 +240,12 @@ class RoundCoordinator:
 
     def _level_spec(self, level: int) -> dict:
         if level == 1:
-            return C.spec(1, items=self.catalogue)
-        released = {rel.level: (rel.candidates, rel.utility) for rel in self.result.releases}
-        return C.next_spec(level, released, keep_items=self.keep_items, keep_pairs=self.keep_pairs,
-                           min_kept_subpairs=self.min_kept_subpairs)
+            s = C.spec(1, items=self.catalogue)
+        else:
+            released = {rel.level: (rel.candidates, rel.utility) for rel in self.result.releases}
+            s = C.next_spec(level, released, keep_items=self.keep_items, keep_pairs=self.keep_pairs,
+                            min_kept_subpairs=self.min_kept_subpairs)
+        return C.with_proposals(s, self.proposals.get(level, ()))
 
     def _run_levels(self) -> None:
         r = self.result

@@ -99,6 +99,7 @@ class RoundSpec:
     to_coordinator: list         # [topic, partition]
     version: int = PROTOCOL_VERSION
     key_fingerprint: str | None = None   # set: items are keyed ids under the chain key of this fingerprint
+    proposal_epsilon: str | None = None  # set (> 0): stores propose candidates with this ε (threshold mechanism)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -134,19 +135,69 @@ class RoundSpec:
     def from_payload(cls, p: Mapping[str, Any]) -> RoundSpec:
         if p.get("version") != PROTOCOL_VERSION:
             raise ValueError(f"unsupported round spec version {p.get('version')!r}")
-        optional = {"key_fingerprint"}
+        optional = {"key_fingerprint", "proposal_epsilon"}
         return cls(**{k: p[k] for k in cls.__dataclass_fields__ if k in p or k not in optional})
 
 
 def release_plans(spec: RoundSpec):
     """The OpenDP plans of the round's levels (scales per field), recomputed by every party from the
-    public parameters: a store never trusts announced scales, it derives its own from ε and δ."""
+    public parameters: a store never trusts announced scales, it derives its own from ε and δ. The
+    cost includes the store-proposed candidates' release when the round has one (:func:`proposal_plan`)."""
     from include.privacy.apply import release_plan_for_round, sum_costs
     from include.privacy.bounding import Bounds
 
     bounds = Bounds(int(spec.max_items), int(spec.utility_cap), int(spec.utility_scale))
     plans = release_plan_for_round(spec.noise_type, spec.eps, spec.dlt, bounds, spec.levels, spec.split_floats)
-    return plans, sum_costs(plans)
+    cost = sum_costs(plans)
+    proposals = proposal_plan(spec)
+    return plans, (cost + proposals.cost if proposals else cost)
+
+
+# share of the round's δ given to the threshold mechanism of the store-proposed candidates
+PROPOSAL_DELTA_SHARE = 0.1
+MAX_PROPOSALS = 2000      # per store: the best noisy utilities among the released keys (post-processing)
+
+
+@dataclass(frozen=True)
+class ProposalPlan:
+    """Store-proposed candidates (privacy brief §6 step 3b): each store releases the keys of the itemsets
+    (size ≤ max_pattern_length) whose clipped utility plus noise clears ``threshold`` (OpenDP's threshold
+    mechanism, ε = ``proposal_epsilon``, δ = PROPOSAL_DELTA_SHARE × the round's δ)."""
+
+    sizes: tuple
+    scale: float
+    threshold: int
+    cost: Any
+
+
+def proposal_plan(spec: RoundSpec) -> ProposalPlan | None:
+    if not spec.proposal_epsilon or float(spec.proposal_epsilon) <= 0:
+        return None
+    from include.privacy import mechanisms as M
+    from include.privacy.sensitivity import field_sensitivity, max_itemsets_touched, normalize_sizes
+
+    sizes = normalize_sizes(int(spec.max_pattern_length))
+    delta_t = spec.dlt * PROPOSAL_DELTA_SHARE
+    target = M.target_for(spec.noise_type, float(spec.proposal_epsilon),
+                          spec.dlt - delta_t if spec.noise_type == "gaussian" else spec.dlt)
+    sens = field_sensitivity("utility", int(spec.max_items), int(spec.utility_cap), sizes)
+    l0 = max_itemsets_touched(int(spec.max_items), sizes)
+    scale = M.calibrate_scale(spec.noise_type, sens, target * (1 - 1e-12))
+    threshold = M.calibrate_threshold(spec.noise_type, scale, sens, l0, delta_t)
+    return ProposalPlan(tuple(sizes), scale, threshold, M.threshold_cost(spec.noise_type, scale, threshold, sens, l0))
+
+
+def propose_candidates(txs, spec: RoundSpec) -> list[list[str]]:
+    """A store's proposals: the released keys over its clipped window (items as the round names them),
+    best noisy utility first, at most MAX_PROPOSALS. Draws noise: reserve the round's cost first."""
+    from include.privacy import mechanisms as M
+    from include.privacy.vectors import all_itemset_utilities
+
+    plan = proposal_plan(spec)
+    util_map, _ = all_itemset_utilities(txs, plan.sizes, None)
+    released = M.release_open_keys(util_map, spec.noise_type, plan.scale, plan.threshold)
+    best = sorted(released.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_PROPOSALS]
+    return [list(k) for k, _ in best]
 
 
 def honest_min(threshold: int, colluders: int) -> int:

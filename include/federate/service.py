@@ -99,7 +99,7 @@ def open_round(dsn: str, params: dict, *, kafka: tuple[dict, dict], redis: dict,
             "dropout_threshold": params.get("dropout_threshold"),
             "bounds": {"max_items": bounds.max_items, "utility_cap": bounds.utility_cap,
                        "utility_scale": bounds.utility_scale}, "region_id": region,
-            "key_fingerprint": fingerprint}
+            "key_fingerprint": fingerprint, "proposal_epsilon": float(params.get("proposal_epsilon") or 0)}
         rid, number = records.open_round(conn, params=resolved, min_clients=min_clients, epsilon=resolved["epsilon"],
                                          mode=resolved["mode"], region_id=region, coordinator_id=coordinator_id,
                                          dag_run_id=dag_run_id)
@@ -179,7 +179,8 @@ def _spec(rid, number, coordinator_id, r, invited, to_stores, to_coordinator, ti
         max_items=b["max_items"], utility_cap=b["utility_cap"], utility_scale=b["utility_scale"],
         split={"utility": "0.6", "support": "0.3", "presence": "0.1"}, invited=sorted(invited),
         min_clients=int(r["min_clients_required"]), phase_timeout_seconds=int(timeout_s),
-        to_stores=list(to_stores), to_coordinator=list(to_coordinator), key_fingerprint=r.get("key_fingerprint"))
+        to_stores=list(to_stores), to_coordinator=list(to_coordinator), key_fingerprint=r.get("key_fingerprint"),
+        proposal_epsilon=P.fstr(r["proposal_epsilon"]) if r.get("proposal_epsilon") else None)
 
 
 def newest_key_fingerprint(conn: psycopg.Connection) -> str | None:
@@ -279,6 +280,7 @@ def run_round(dsn: str, opened: dict, *, kafka: tuple[dict, dict], redis: dict, 
     log.info("round %s completed in %.1fs: %s\n%s", spec.round_number, result.seconds, written, table)
     return {"round_id": rid, "round_number": spec.round_number, "status": "completed", "seconds": result.seconds,
             "participants": len(result.included), "patterns": len(result.patterns), "levels": result.levels,
+            "proposals": result.proposals,
             "messages": result.messages, "top_patterns": table}
 
 

@@ -96,7 +96,8 @@ def kafka():
 
 
 
-def _round(kafka, mode: str, n: int = 3, *, forged: bool = False, budget: float = 50.0):
+def _round(kafka, mode: str, n: int = 3, *, forged: bool = False, budget: float = 50.0,
+           proposal_epsilon: str | None = None, planted: list | None = None):
     from include.federate.coordinator import RoundCoordinator
     from include.federate.memory import MemoryHooks, MemoryLedger, MemoryStoreSide
     from include.federate.topics import TO_COORDINATOR, TO_STORES
@@ -107,7 +108,8 @@ def _round(kafka, mode: str, n: int = 3, *, forged: bool = False, budget: float 
     coord = PartyIdentity.generate(coordinator_party(f"t{uuid.uuid4().hex[:6]}"))
     ids = {p: PartyIdentity.generate(p) for p in (store_party(uuid.uuid4()) for _ in range(n))}
     reg = KeyRegistry.of([coord, *ids.values()])
-    sides = {p: MemoryStoreSide(p, reg, _bounded(k), MemoryLedger(budget)) for k, p in enumerate(sorted(ids))}
+    sides = {p: MemoryStoreSide(p, reg, _bounded(k) + list(planted or []), MemoryLedger(budget))
+             for k, p in enumerate(sorted(ids))}
     rid = str(uuid.uuid4())
     sp, cp = tr.partition_of(TO_STORES, rid), tr.partition_of(TO_COORDINATOR, rid)
     spec = RoundSpec(round_id=rid, round_number=1, coordinator_id=coord.party_id, mode=mode, noise_type="gaussian",
@@ -115,7 +117,8 @@ def _round(kafka, mode: str, n: int = 3, *, forged: bool = False, budget: float 
                      window_end="2027-01-01T00:00:00+00:00", max_pattern_length=3, max_items=8, utility_cap=30000,
                      utility_scale=100, split={"utility": "0.6", "support": "0.3", "presence": "0.1"},
                      invited=sorted(ids), min_clients=2, phase_timeout_seconds=20,
-                     to_stores=[TO_STORES, sp, tr.end_offset(TO_STORES, sp)], to_coordinator=[TO_COORDINATOR, cp])
+                     to_stores=[TO_STORES, sp, tr.end_offset(TO_STORES, sp)], to_coordinator=[TO_COORDINATOR, cp],
+                     proposal_epsilon=proposal_epsilon)
     coff = tr.end_offset(TO_COORDINATOR, cp)
     hooks = MemoryHooks(reg)
     coordinator = RoundCoordinator(spec, coord, tr, hooks, catalogue=catalog(60), coordinator_offset=coff,
@@ -192,3 +195,34 @@ def test_store_that_cannot_afford_the_round_declines_before_any_noise(kafka):
     assert all(o.status == "declined" and "BudgetExceeded" in o.reason for o in outcomes.values())
     assert all(not s.ledger.charges for s in sides.values())
     assert M.noise_draws() == before
+
+
+def test_store_proposed_candidates_extend_the_domain_and_are_charged(kafka):
+    """A pair sold in every store but absent from the public catalogue can only be found through the
+    stores' proposals (OpenDP threshold release at join); the proposals cost is part of each charge."""
+    from include.federate.protocol import proposal_plan, release_plans
+    from include.privacy.bounding import BoundedTransaction
+
+    planted = [BoundedTransaction(("zz-anchovy", "zz-baguette"), (7500, 7500))] * 300
+    result, outcomes, sides, hooks = _round(kafka, "secure", planted=planted, proposal_epsilon="2.0")
+    assert result.status == "completed", result.reason
+    assert result.proposals.get("2", 0) >= 1            # counts of the proposed candidates per size
+    found = [r.pattern_items for r in result.patterns]
+    assert ["zz-anchovy", "zz-baguette"] in found                  # only proposals put it in the domain
+    for p, o in outcomes.items():
+        assert o.included_levels[0] == 0 and o.charged                # proposals released: charged
+
+    def spec_like(pe):
+        return RoundSpec(round_id="r", round_number=1, coordinator_id="coordinator:x", mode="secure",
+                         noise_type="gaussian", epsilon="2.0", delta="1e-06", window_start="2026-01-01T00:00:00+00:00",
+                         window_end="2027-01-01T00:00:00+00:00", max_pattern_length=3, max_items=8,
+                         utility_cap=30000, utility_scale=100, split={"utility": "0.6", "support": "0.3",
+                                                                      "presence": "0.1"},
+                         invited=[], min_clients=2, phase_timeout_seconds=20, to_stores=["t", 0, 0],
+                         to_coordinator=["t", 0], proposal_epsilon=pe)
+
+    with_p, without = release_plans(spec_like("2.0"))[1], release_plans(spec_like(None))[1]
+    assert with_p.rho == pytest.approx(without.rho + proposal_plan(spec_like("2.0")).cost.rho)
+    for side in sides.values():
+        [charge] = side.ledger.charges
+        assert charge.status == "charged" and charge.cost.rho == pytest.approx(with_p.rho)
