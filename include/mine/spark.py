@@ -118,8 +118,11 @@ def _route(rec, bc):
     v = bc.value
     rank, owner, scale = v["rank"], v["owner"], v["scale"]
     names, utils, _sc = rec
-    with localcontext(_CTX):
-        kept = sorted((rank[x], int(u.scaleb(scale))) for x, u in zip(names, utils) if x in rank)
+    if v.get("prescaled"):   # exact integers at the window's scale already (read_scaled_transactions)
+        kept = sorted((rank[x], u) for x, u in zip(names, utils) if x in rank)
+    else:
+        with localcontext(_CTX):
+            kept = sorted((rank[x], int(u.scaleb(scale))) for x, u in zip(names, utils) if x in rank)
     seen = set()
     for k, (r, _u) in enumerate(kept):
         p = owner[r]
@@ -206,7 +209,6 @@ def mine_rdd(rows, min_utility, min_support=0, max_pattern_length: int | None = 
     from include.mining.api import min_support_count, scaled_min_utility
 
     sc = rows.context
-    P = n_partitions or 4 * sc.defaultParallelism
     t0 = time.perf_counter()
     parsed = rows.map(parse_row).persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -225,88 +227,135 @@ def mine_rdd(rows, min_utility, min_support=0, max_pattern_length: int | None = 
                         e[0] += twu
                         e[1] += sup
             total_scaled = int(total.scaleb(scale))
-        t1 = time.perf_counter()
-        if total_scaled > _U64_MAX:
-            raise errors.PermanentMiningError(
-                f"total utility {total} at scale {scale} exceeds the engine's exact 64-bit range")
-        base = {"n_transactions": n, "n_items": len(stats), "scale": scale, "partitions": P,
-                "read_and_stats_seconds": round(t1 - t0, 3)}
-        if n == 0:
-            return SparkMiningResult([], {**base, "n_promising_items": 0, "patterns": 0})
-        mu_scaled = scaled_min_utility(min_utility, scale)
-        ms_count = min_support_count(min_support, n)
-        with localcontext(_CTX):
-            promising = sorted(((int(twu.scaleb(scale)), x) for x, (twu, sup) in stats.items()
-                                if int(twu.scaleb(scale)) >= mu_scaled and sup >= ms_count))
-        names = [x for _t, x in promising]
-        rank = {x: r for r, x in enumerate(names)}
-        item_sup = {x: stats[x][1] for x in names}
-        base.update(n_promising_items=len(names), min_utility_scaled=mu_scaled, min_support_count=ms_count)
-        if not names:
-            return SparkMiningResult([], {**base, "patterns": 0})
-
-        # pass 2: projected database sizes -> owner partition per item (longest processing time first)
-        bc_rank = sc.broadcast({"rank": rank})
-        cost: dict[int, int] = defaultdict(int)
-        for part in parsed.mapPartitions(lambda it: _partition_costs(it, bc_rank)).collect():
-            for r, c in part.items():
-                cost[r] += c
-        heap = [(0, p) for p in range(P)]
-        owner = [0] * len(names)
-        for r in sorted(range(len(names)), key=lambda r: (-cost[r], r)):
-            load, p = heapq.heappop(heap)
-            owner[r] = p
-            heapq.heappush(heap, (load + cost[r], p))
-        t2 = time.perf_counter()
-
-        # pass 3: route suffixes, mine each first item's projected database
-        bc = sc.broadcast({"rank": rank, "owner": owner, "scale": scale, "mu_scaled": mu_scaled,
-                           "ms_count": ms_count, "maxlen": max_pattern_length, "pruning": bool(use_pruning),
-                           "max_patterns": max_patterns})
-        mined = (parsed.flatMap(lambda rec: _route(rec, bc))
-                 .partitionBy(P, _identity)
-                 .mapPartitionsWithIndex(lambda i, it: _mine_partition(i, it, bc))
-                 .persist(StorageLevel.MEMORY_AND_DISK))
-        try:
-            try:
-                mined.count()  # all partitions in parallel
-            except Exception as e:  # noqa: BLE001 - an executor's error comes back wrapped
-                if "TooManyPatterns" in str(e):
-                    from include.mine.params import too_many_patterns_message
-
-                    raise errors.GuardRailError(too_many_patterns_message(max_patterns)) from None
-                raise
-            t3 = time.perf_counter()
-            out: list[SparkPattern] = []
-            part_stats = []
-            q = Decimal(1).scaleb(-scale) if scale else None
-            for kind, payload in mined.toLocalIterator():
-                if kind == "s":
-                    part_stats.append(payload)
-                    continue
-                ranks, util, supc = payload
-                items = tuple(sorted(names[r] for r in ranks))
-                utility = Decimal(util) * q if q is not None else util
-                out.append(SparkPattern(items, utility, supc, supc / n, supc / max(item_sup[x] for x in items)))
-                if max_patterns is not None and len(out) > max_patterns:
-                    from include.mine.params import too_many_patterns_message
-
-                    raise errors.GuardRailError(too_many_patterns_message(max_patterns))
-        finally:
-            mined.unpersist()
-            bc.unpersist()
-            bc_rank.unpersist()
-        secs = [s["seconds"] for s in part_stats]
-        base.update(patterns=len(out), sub_patterns=sum(s["sub_patterns"] for s in part_stats),
-                    engine_calls=sum(s["engine_calls"] for s in part_stats),
-                    routed_transactions=sum(s["transactions"] for s in part_stats),
-                    partition_seconds_max=max(secs, default=0), partition_seconds_min=min(secs, default=0),
-                    plan_seconds=round(t2 - t1, 3), mine_seconds=round(t3 - t2, 3),
-                    collect_seconds=round(time.perf_counter() - t3, 3),
-                    total_seconds=round(time.perf_counter() - t0, 3))
-        return SparkMiningResult(out, base)
+            stats_scaled = {x: (int(twu.scaleb(scale)), sup) for x, (twu, sup) in stats.items()}
+        return _mine_parsed(parsed, n, scale, total_scaled, stats_scaled, min_utility, min_support,
+                            max_pattern_length, use_pruning, max_patterns=max_patterns,
+                            n_partitions=n_partitions or 4 * sc.defaultParallelism, prescaled=False, t0=t0)
     finally:
         parsed.unpersist()
+
+
+def mine_scaled(df, scale: int, min_utility, min_support=0, max_pattern_length: int | None = None,
+                use_pruning: bool = True, *, max_patterns: int | None = None,
+                n_partitions: int | None = None) -> SparkMiningResult:
+    """As :func:`mine_rdd`, for a DataFrame ``(items, utilities)`` whose utilities are already exact
+    integers at ``scale`` (:func:`read_scaled_transactions`): pass 1 (item TWU and support, transaction
+    count, total utility) runs as DataFrame aggregations in the JVM, in exact decimal(38,0)."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    t0 = time.perf_counter()
+    df = df.persist(StorageLevel.MEMORY_AND_DISK)
+    parsed = None
+    try:
+        tu = F.aggregate("utilities", F.lit(0).cast("decimal(38,0)"), lambda acc, x: acc + x.cast("decimal(38,0)"))
+        per_tx = df.select("items", tu.alias("tu"))
+        agg = per_tx.agg(F.count("*").alias("n"), F.sum("tu").alias("total")).first()
+        n, total_scaled = int(agg["n"]), int(agg["total"] or 0)
+        rows = (per_tx.select(F.explode(F.array_distinct("items")).alias("item"), "tu")
+                .groupBy("item").agg(F.sum("tu").alias("twu"), F.count("*").alias("sup")).collect())
+        stats_scaled = {r["item"]: (int(r["twu"]), int(r["sup"])) for r in rows}
+        parsed = df.rdd.map(lambda r: (tuple(r[0]), tuple(r[1]), scale)).persist(StorageLevel.MEMORY_AND_DISK)
+        return _mine_parsed(parsed, n, scale, total_scaled, stats_scaled, min_utility, min_support,
+                            max_pattern_length, use_pruning, max_patterns=max_patterns,
+                            n_partitions=n_partitions or 4 * df.sparkSession.sparkContext.defaultParallelism,
+                            prescaled=True, t0=t0)
+    finally:
+        if parsed is not None:
+            parsed.unpersist()
+        df.unpersist()
+
+
+def _mine_parsed(parsed, n: int, scale: int, total_scaled: int, stats: dict, min_utility, min_support,
+                 max_pattern_length, use_pruning, *, max_patterns, n_partitions: int, prescaled: bool,
+                 t0: float) -> SparkMiningResult:
+    """Passes 2 and 3 over ``parsed`` ((names, utilities, scale) per transaction) given pass 1's result:
+    ``stats`` = item -> (TWU at ``scale``, support count)."""
+    from pyspark import StorageLevel
+
+    from include.mining.api import min_support_count, scaled_min_utility
+
+    sc = parsed.context
+    P = n_partitions
+    t1 = time.perf_counter()
+    if total_scaled > _U64_MAX:
+        raise errors.PermanentMiningError(
+            f"total utility {Decimal(total_scaled).scaleb(-scale)} at scale {scale} exceeds the engine's "
+            "exact 64-bit range")
+    base = {"n_transactions": n, "n_items": len(stats), "scale": scale, "partitions": P,
+            "read_and_stats_seconds": round(t1 - t0, 3), "stats_in_jvm": prescaled}
+    if n == 0:
+        return SparkMiningResult([], {**base, "n_promising_items": 0, "patterns": 0})
+    mu_scaled = scaled_min_utility(min_utility, scale)
+    ms_count = min_support_count(min_support, n)
+    promising = sorted((twu, x) for x, (twu, sup) in stats.items() if twu >= mu_scaled and sup >= ms_count)
+    names = [x for _t, x in promising]
+    rank = {x: r for r, x in enumerate(names)}
+    item_sup = {x: stats[x][1] for x in names}
+    base.update(n_promising_items=len(names), min_utility_scaled=mu_scaled, min_support_count=ms_count)
+    if not names:
+        return SparkMiningResult([], {**base, "patterns": 0})
+
+    # pass 2: projected database sizes -> owner partition per item (longest processing time first)
+    bc_rank = sc.broadcast({"rank": rank})
+    cost: dict[int, int] = defaultdict(int)
+    for part in parsed.mapPartitions(lambda it: _partition_costs(it, bc_rank)).collect():
+        for r, c in part.items():
+            cost[r] += c
+    heap = [(0, p) for p in range(P)]
+    owner = [0] * len(names)
+    for r in sorted(range(len(names)), key=lambda r: (-cost[r], r)):
+        load, p = heapq.heappop(heap)
+        owner[r] = p
+        heapq.heappush(heap, (load + cost[r], p))
+    t2 = time.perf_counter()
+
+    # pass 3: route suffixes, mine each first item's projected database
+    bc = sc.broadcast({"rank": rank, "owner": owner, "scale": scale, "mu_scaled": mu_scaled,
+                       "ms_count": ms_count, "maxlen": max_pattern_length, "pruning": bool(use_pruning),
+                       "max_patterns": max_patterns, "prescaled": prescaled})
+    mined = (parsed.flatMap(lambda rec: _route(rec, bc))
+             .partitionBy(P, _identity)
+             .mapPartitionsWithIndex(lambda i, it: _mine_partition(i, it, bc))
+             .persist(StorageLevel.MEMORY_AND_DISK))
+    try:
+        try:
+            mined.count()  # all partitions in parallel
+        except Exception as e:  # noqa: BLE001 - an executor's error comes back wrapped
+            if "TooManyPatterns" in str(e):
+                from include.mine.params import too_many_patterns_message
+
+                raise errors.GuardRailError(too_many_patterns_message(max_patterns)) from None
+            raise
+        t3 = time.perf_counter()
+        out: list[SparkPattern] = []
+        part_stats = []
+        q = Decimal(1).scaleb(-scale) if scale else None
+        for kind, payload in mined.toLocalIterator():
+            if kind == "s":
+                part_stats.append(payload)
+                continue
+            ranks, util, supc = payload
+            items = tuple(sorted(names[r] for r in ranks))
+            utility = Decimal(util) * q if q is not None else util
+            out.append(SparkPattern(items, utility, supc, supc / n, supc / max(item_sup[x] for x in items)))
+            if max_patterns is not None and len(out) > max_patterns:
+                from include.mine.params import too_many_patterns_message
+
+                raise errors.GuardRailError(too_many_patterns_message(max_patterns))
+    finally:
+        mined.unpersist()
+        bc.unpersist()
+        bc_rank.unpersist()
+    secs = [s["seconds"] for s in part_stats]
+    base.update(patterns=len(out), sub_patterns=sum(s["sub_patterns"] for s in part_stats),
+                engine_calls=sum(s["engine_calls"] for s in part_stats),
+                routed_transactions=sum(s["transactions"] for s in part_stats),
+                partition_seconds_max=max(secs, default=0), partition_seconds_min=min(secs, default=0),
+                plan_seconds=round(t2 - t1, 3), mine_seconds=round(t3 - t2, 3),
+                collect_seconds=round(time.perf_counter() - t3, 3),
+                total_seconds=round(time.perf_counter() - t0, 3))
+    return SparkMiningResult(out, base)
 
 
 # ------------------------------------------------------------------------------------ session, reading
@@ -407,6 +456,57 @@ def read_transactions(spark, dsn: str, store_id, window_start=None, window_end=N
         "items", "quantities", "unit_utilities")
 
 
+def _window_sql(store_id, window_start=None, window_end=None, alias: str = "t") -> str:
+    import uuid as _uuid
+
+    sid = str(_uuid.UUID(str(store_id)))  # a UUID: safe to inline
+    cond = [f"{alias}.store_id = '{sid}'::uuid"]
+    if window_start is not None:
+        cond.append(f"{alias}.transaction_date >= '{window_start.isoformat()}'::timestamptz")
+    if window_end is not None:
+        cond.append(f"{alias}.transaction_date < '{window_end.isoformat()}'::timestamptz")
+    return " AND ".join(cond)
+
+
+def window_scale(conn, store_id, window_start=None, window_end=None) -> int:
+    """The window's utility scale as the engine computes it (most decimals of one quantity x unit_utility,
+    trailing zeros ignored), by PostgreSQL in exact numeric; raises PermanentMiningError (naming a
+    transaction) for arrays of different lengths, NULLs or a negative utility, as :func:`parse_row` does."""
+    cond = _window_sql(store_id, window_start, window_end)
+    row = conn.execute(f"""
+        SELECT COALESCE(max(scale(trim_scale(z.q * z.u))), 0),
+               min(t.id::text) FILTER (WHERE z.item IS NULL OR z.q IS NULL OR z.u IS NULL),
+               min(t.id::text || ' item ' || z.item) FILTER (WHERE z.q * z.u < 0)
+          FROM transactions t, unnest(t.items, t.quantities, t.unit_utilities) AS z(item, q, u)
+         WHERE {cond}""").fetchone()
+    scale, bad_shape, negative = row
+    if bad_shape:
+        raise errors.PermanentMiningError(f"store {store_id}: transactions cannot be mined: transaction {bad_shape}: "
+                                          "items, quantities and unit_utilities differ in length or hold NULLs")
+    if negative:
+        raise errors.PermanentMiningError(f"store {store_id}: transactions cannot be mined: transaction {negative}: "
+                                          "negative utility (quantity x unit_utility < 0) is not supported")
+    return int(scale)
+
+
+def read_scaled_transactions(spark, dsn: str, store_id, window_start=None, window_end=None, *, scale: int,
+                             n_partitions: int = 4):
+    """DataFrame ``(items, utilities)`` of the store's window read by the executors with ``n_partitions``
+    JDBC queries: per transaction its distinct items and their utilities (quantity x unit_utility, a
+    repeated item's lines added) as exact integers at ``scale``, computed by PostgreSQL in numeric, so no
+    decimal is parsed in Python. A utility beyond 64 bits fails the read ("bigint out of range")."""
+    url, props = jdbc_options(dsn)
+    factor = "1" + "0" * int(scale)
+    table = (f"""(SELECT t.id, a.items, a.utilities FROM transactions t CROSS JOIN LATERAL (
+                    SELECT array_agg(g.item ORDER BY g.item) AS items, array_agg(g.u ORDER BY g.item) AS utilities
+                      FROM (SELECT z.item, (sum(z.q * z.u) * {factor}::numeric)::bigint AS u
+                              FROM unnest(t.items, t.quantities, t.unit_utilities) AS z(item, q, u)
+                             GROUP BY z.item) g) a
+                 WHERE {_window_sql(store_id, window_start, window_end)}) AS s""")
+    preds = [f"(hashtext(id::text) & 2147483647) % {n_partitions} = {k}" for k in range(n_partitions)]
+    return spark.read.jdbc(url, table, predicates=preds, properties=props).select("items", "utilities")
+
+
 def run_spark_job(dsn: str, job, *, started: float, session=None, inject_failure: str | None = None) -> dict:
     """Mine ``job`` (running) with PySpark and write its result; the memory measured is the peak summed
     resident set of this process and its children (driver, JVM, local Python workers)."""
@@ -424,12 +524,14 @@ def run_spark_job(dsn: str, job, *, started: float, session=None, inject_failure
     try:
         with sampler:
             per_core = int(job.params.get("spark_partitions_per_core") or 4)
-            df = read_transactions(spark, dsn, job.store_id, job.window_start, job.window_end,
-                                   n_partitions=max(2, 2 * sc.defaultParallelism))
+            with psycopg.connect(dsn, application_name="mine_store_patterns.spark") as conn:
+                scale = window_scale(conn, job.store_id, job.window_start, job.window_end)
+            df = read_scaled_transactions(spark, dsn, job.store_id, job.window_start, job.window_end, scale=scale,
+                                          n_partitions=max(2, 2 * sc.defaultParallelism))
             try:
-                res = mine_rdd(df.rdd.map(tuple), job.min_utility, job.min_support, job.max_pattern_length,
-                               job.use_pruning, max_patterns=job.max_patterns,
-                               n_partitions=per_core * sc.defaultParallelism)
+                res = mine_scaled(df, scale, job.min_utility, job.min_support, job.max_pattern_length,
+                                  job.use_pruning, max_patterns=job.max_patterns,
+                                  n_partitions=per_core * sc.defaultParallelism)
             except Exception:
                 if sampler.exceeded_mb is not None:
                     raise errors.GuardRailError(memory_budget_message(sampler.exceeded_mb, budget)) from None

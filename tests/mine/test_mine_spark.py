@@ -121,3 +121,22 @@ def test_store_through_postgres_identical_to_local(spark, mine_dsn):
     assert result["patterns_found"] == job.patterns_found == len(stored) == len(expected) > 10
     assert {tuple(s.items): (Decimal(s.utility), float(s.support), float(s.confidence)) for s in stored} == \
         {k: (Decimal(v[0]), v[2], v[3]) for k, v in expected.items()}
+
+
+def test_scaled_jdbc_read_keeps_the_engines_exact_scale(spark, mine_dsn):
+    """Utilities computed by PostgreSQL (numeric) as integers at the window's scale: trailing zeros do not
+    raise the scale, repeated items are merged, and the mined utilities equal the local engine's exactly."""
+    from include.mine.spark import mine_scaled, read_scaled_transactions, window_scale
+
+    rows = [(["a", "b", "a"], ["1.50", "2", "0.5"], ["2.000", "0.125", "2.000"]),
+            (["a", "c"], ["3", "1"], ["1.000", "0.375"]),
+            (["b", "c", "d"], ["4", "2", "1"], ["0.125", "0.375", "10"])] * 40
+    store_id = make_store(mine_dsn, rows)
+    with psycopg.connect(mine_dsn) as c:
+        assert window_scale(c, store_id) == 3                 # 0.125 x 2 = 0.250 -> 0.25; 1 x 0.375 -> 3 decimals
+    df = read_scaled_transactions(spark, mine_dsn, store_id, scale=3, n_partitions=2)
+    first = sorted((tuple(r["items"]), tuple(r["utilities"])) for r in df.collect())[0]
+    assert first == (("a", "b"), (4000, 250))               # a: 1.50 x 2 + 0.5 x 2 merged; b: 0.25
+    got = mine_scaled(df, 3, Decimal("10"), 0, 3, True, n_partitions=3)
+    expected = local(rows, Decimal("10"), 0, 3)
+    assert {p.items: str(p.utility) for p in got.patterns} == {k: str(v[0]) for k, v in expected.items()}
