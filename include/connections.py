@@ -18,6 +18,8 @@ KAFKA = "platform_kafka"
 KAFKA_PRODUCER = "platform_kafka_producer"
 ELASTICSEARCH = "platform_es"
 REDIS = "platform_redis"
+# the platform API's database login (NOINHERIT, acts only through SET ROLE app_<role>): include/access
+API_POSTGRES = "platform_api_postgres"
 # key-only connections: secrets backend in production, generated into .local/secrets locally
 ENCRYPTION = "platform_encryption"
 PRIVACY_HMAC = "platform_privacy_hmac"

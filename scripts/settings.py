@@ -174,6 +174,10 @@ SECRET_CONNECTIONS = {
     "platform_encryption": lambda: _run_json([sys.executable, "-m", "include.security", "new-keyring"]),
     # chain-wide HMAC-SHA256 key of hashed item ids: include/privacy/hashing.py
     "platform_privacy_hmac": lambda: {"conn_type": "generic", "password": secrets.token_hex(32)},
+    # the platform API's database login (NOINHERIT, only SET ROLE app_<role>): include/access/dbroles.py
+    "platform_api_postgres": lambda: {"conn_type": "postgres", "host": "127.0.0.1", "port": read_ports()["PG_PORT"],
+                                      "login": "platform_api", "password": secrets.token_urlsafe(32),
+                                      "schema": "platform"},
 }
 
 
@@ -222,6 +226,8 @@ def cmd_env() -> None:
         "export AIRFLOW__CORE__LOAD_EXAMPLES=False",
         "export AIRFLOW__CORE__PARALLELISM=4",
         "export AIRFLOW__CORE__EXECUTOR=LocalExecutor",
+        # custom roles (store_manager, regional_coordinator, admin) need FAB, as in docker-compose (docs/access.md)
+        "export AIRFLOW__CORE__AUTH_MANAGER=airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",
         "export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="
         + shlex.quote(f"postgresql+psycopg://airflow:airflow@127.0.0.1:{ports['PG_PORT']}/airflow"),
         f"export AIRFLOW__API__PORT={ports['AIRFLOW_API_PORT']}",

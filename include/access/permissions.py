@@ -1,0 +1,40 @@
+"""The permission table of the platform: which role may do what, as FAB (action, resource) pairs.
+
+One source for both sides: ``python -m include.access sync-roles`` creates exactly these permissions
+on the FAB roles, and every platform API route declares the one pair it needs (checked with
+``is_authorized_custom_view``). The *scope* (own store, own region) is checked separately, per request,
+by :mod:`include.access.principal` and again by row-level security.
+"""
+from __future__ import annotations
+
+READ, CREATE, EDIT = "can_read", "can_create", "can_edit"
+METHOD = {READ: "GET", CREATE: "POST", EDIT: "PUT"}  # FAB maps these methods back to the actions
+
+FILES = "Platform Files"                    # upload, list files, rejects
+MINING = "Platform Mining"                  # request mining runs, list jobs
+LOCAL_PATTERNS = "Platform Local Patterns"  # a store's own patterns
+PRIVACY = "Platform Privacy"                # a store's privacy config and budget ledger
+STORES = "Platform Stores"                  # store metadata (never transactions)
+ROUNDS = "Platform Rounds"                  # federated rounds: start, read
+GLOBAL_PATTERNS = "Platform Global Patterns"
+CONFIGS = "Platform Configs"                # server_configs
+RESOURCES = (FILES, MINING, LOCAL_PATTERNS, PRIVACY, STORES, ROUNDS, GLOBAL_PATTERNS, CONFIGS)
+
+STORE_MANAGER, REGIONAL_COORDINATOR, ADMIN = "store_manager", "regional_coordinator", "admin"
+ROLES = (STORE_MANAGER, REGIONAL_COORDINATOR, ADMIN)
+
+ROLE_PERMISSIONS: dict[str, frozenset[tuple[str, str]]] = {
+    STORE_MANAGER: frozenset({
+        (READ, FILES), (CREATE, FILES), (READ, MINING), (CREATE, MINING), (READ, LOCAL_PATTERNS),
+        (READ, PRIVACY), (READ, STORES)}),
+    REGIONAL_COORDINATOR: frozenset({
+        (READ, STORES), (READ, ROUNDS), (CREATE, ROUNDS), (READ, GLOBAL_PATTERNS)}),
+    ADMIN: frozenset({
+        (READ, FILES), (CREATE, FILES), (READ, MINING), (CREATE, MINING), (READ, LOCAL_PATTERNS),
+        (READ, PRIVACY), (READ, STORES), (READ, ROUNDS), (CREATE, ROUNDS), (READ, GLOBAL_PATTERNS),
+        (READ, CONFIGS), (EDIT, CONFIGS)}),
+}
+
+
+def allowed(role: str, action: str, resource: str) -> bool:
+    return (action, resource) in ROLE_PERMISSIONS.get(role, frozenset())

@@ -1,0 +1,1 @@
+"""FastAPI app of the platform API: thin routes over include.access (docs/access.md)."""
