@@ -3,13 +3,16 @@
 
 1. **Read** the store's window straight from PostgreSQL into the executors: a JDBC read split into
    ``n`` partitions by predicates on a hash of the transaction id (``(hashtext(id::text) & 2147483647)
-   % n = k``); numeric arrays are read as text so every decimal stays exact. Nothing passes through the
-   driver. (:func:`read_transactions`)
+   % n = k``). Nothing passes through the driver. The jobs' path (:func:`read_scaled_transactions`)
+   has PostgreSQL compute each item utility (quantity x unit_utility in exact numeric, repeated items
+   merged) as an integer at the window's scale (:func:`window_scale`: the most decimals of one product,
+   as the engine computes it), so no decimal is parsed in Python; :func:`read_transactions` reads the
+   raw arrays as exact text for :func:`mine_rdd`.
 2. **Item statistics on the cluster** (pass 1): per item its TWU (sum of the utilities of the
-   transactions holding it) and support count, plus the transaction count, the utility scale (largest
-   number of decimals of an item utility, as the engine computes it) and the total utility. The
-   driver keeps the *promising* items (TWU >= min_utility, support >= min_support count: no pattern
-   holds another item) and fixes the global order: TWU ascending, then name.
+   transactions holding it) and support count, plus the transaction count and the total utility: DataFrame
+   aggregations in the JVM in exact decimal(38,0) (:func:`mine_scaled`), or Python per partition for
+   decimal rows (:func:`mine_rdd`). The driver keeps the *promising* items (TWU >= min_utility, support >=
+   min_support count: no pattern holds another item) and fixes the global order: TWU ascending, then name.
 3. **Work estimate** (pass 2): per promising item i, the size of its projected database
    (sum over the transactions holding i of the number of items from i on, in the global order).
    Items are spread over ``P`` partitions by longest-processing-time-first on that estimate.
