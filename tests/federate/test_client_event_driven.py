@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -21,8 +20,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests import tlsmode
 from tests.foundation.test_dag_integrity import _json_tail
-from tests.federate.test_round_kafka import AIRFLOW, ROOT, WINDOW, _env, _make_stores, round_dsn  # noqa: F401
+from tests.federate.test_round_kafka import (AIRFLOW, ROOT, WINDOW, _env, _make_stores, round_dsn,  # noqa: F401
+                                             start_coordinator)
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -81,14 +82,12 @@ def _set_paused(env: dict, dag_ids, paused: bool) -> None:
 
 
 def test_invitation_on_kafka_starts_the_client_dag_through_its_asset_watcher(round_dsn, tmp_path):
-    from include.connections import KAFKA, KAFKA_PRODUCER, REDIS, get_connection
-    from include.federate import service
+    from include.connections import KAFKA, get_connection
     from include.federate.topics import ensure_topics
 
     dsn, dbname = round_dsn
     stores = _make_stores(dsn, 2, first_index=50)
-    cons, prod = get_connection(KAFKA).extra, get_connection(KAFKA_PRODUCER).extra
-    ensure_topics(cons)                        # topics exist before the watcher subscribes
+    ensure_topics(get_connection(KAFKA).extra)                        # topics exist before the watcher subscribes
 
     api_port = _free_port()
     env = _env(dbname)
@@ -99,9 +98,7 @@ def test_invitation_on_kafka_starts_the_client_dag_through_its_asset_watcher(rou
         "AIRFLOW_CONN_PLATFORM_KAFKA": json.dumps(kafka),
         "FEDERATE_LOCAL_STORES": ",".join(stores),   # the other tests' invitations in the topic are not ours
         "FEDERATE_CLIENT_DRAIN_SECONDS": "0",             # defer whenever nothing is waiting
-        "AIRFLOW__API__PORT": str(api_port),
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        **tlsmode.api_server_env(api_port),  # https in TLS mode (docs/tls.md)
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
@@ -131,24 +128,9 @@ def test_invitation_on_kafka_starts_the_client_dag_through_its_asset_watcher(rou
             assert time.monotonic() < deadline, "federated_client was not parsed within 240 s"
             time.sleep(3)
 
-        rc = get_connection(REDIS)
-        redis = {"host": rc.host, "port": rc.port, "db": rc.extra.get("db", 0)}
-        opened = service.open_round(dsn, {"store_ids": stores, "epsilon": 2.0, "phase_timeout_minutes": 4,
-                                          "max_pattern_length": 2, "top_k": 10, **WINDOW},
-                                    kafka=(cons, prod), redis=redis, dag_run_id=None)
-        out: dict = {}
-
-        def coordinator():
-            try:
-                out["result"] = service.run_round(dsn, opened, kafka=(cons, prod), redis=redis)
-            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-                out["error"] = exc
-            finally:
-                service.finalize(dsn, opened, redis=redis, dag_run_id=None)
-
         t0 = time.monotonic()
-        th = threading.Thread(target=coordinator, daemon=True)
-        th.start()
+        opened, th, out = start_coordinator(dsn, {"store_ids": stores, "epsilon": 2.0, "phase_timeout_minutes": 4,
+                                                  "max_pattern_length": 2, "top_k": 10, **WINDOW})
         th.join(900)
         elapsed = time.monotonic() - t0
         for n, p in procs.items():

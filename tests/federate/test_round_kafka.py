@@ -126,6 +126,33 @@ def _stop(procs) -> dict:
     return out
 
 
+def start_coordinator(dsn: str, params: dict):
+    """The federated_round DAG's steps (open, run, finalize) in a thread of the test:
+    (opened round, thread, out) with ``out["result"]`` or ``out["error"]`` once the thread ends."""
+    import threading
+
+    from include.connections import KAFKA, KAFKA_PRODUCER, REDIS, get_connection
+    from include.federate import service
+
+    cons, prod = get_connection(KAFKA).extra, get_connection(KAFKA_PRODUCER).extra
+    rc = get_connection(REDIS)
+    redis = {"host": rc.host, "port": rc.port, "db": rc.extra.get("db", 0)}
+    opened = service.open_round(dsn, params, kafka=(cons, prod), redis=redis, dag_run_id=None)
+    out: dict = {}
+
+    def coordinator():
+        try:
+            out["result"] = service.run_round(dsn, opened, kafka=(cons, prod), redis=redis)
+        except Exception as exc:  # noqa: BLE001 - reported by the caller's assertion
+            out["error"] = exc
+        finally:
+            service.finalize(dsn, opened, redis=redis, dag_run_id=None)
+
+    th = threading.Thread(target=coordinator, daemon=True)
+    th.start()
+    return opened, th, out
+
+
 def _round(dsn: str, store_ids: list[str]) -> dict:
     with psycopg.connect(dsn) as c:
         rid = c.execute("""SELECT DISTINCT fr.id FROM federated_rounds fr WHERE fr.params -> 'store_ids' ?| %s::text[]
@@ -289,10 +316,7 @@ def test_client_dag_takes_part_with_deferrable_waits(round_dsn):
     """The federated_client DAG itself (join + the deferrable take_part, its Kafka trigger run inline by
     `dags test`) serves one store of a round; an agent serves the other; the coordinator runs the same
     steps as the federated_round DAG, in a thread of the test."""
-    import threading
-
-    from include.connections import KAFKA, KAFKA_PRODUCER, REDIS, get_connection
-    from include.federate import service
+    from include.connections import KAFKA, KAFKA_PRODUCER, get_connection
     from include.federate.topics import INVITATIONS
     from include.federate.transport import KafkaTransport, peek
 
@@ -301,23 +325,8 @@ def test_client_dag_takes_part_with_deferrable_waits(round_dsn):
     offset = _invitations_offset()
     procs = _start_agents(dbname, dsn, [b], offset)
     cons, prod = get_connection(KAFKA).extra, get_connection(KAFKA_PRODUCER).extra
-    rc = get_connection(REDIS)
-    redis = {"host": rc.host, "port": rc.port, "db": rc.extra.get("db", 0)}
-    opened = service.open_round(dsn, {"store_ids": [a, b], "epsilon": 2.0, "phase_timeout_minutes": 10,
-                                      "max_pattern_length": 2, "top_k": 10, **WINDOW},
-                                kafka=(cons, prod), redis=redis, dag_run_id=None)
-    out: dict = {}
-
-    def coordinator():
-        try:
-            out["result"] = service.run_round(dsn, opened, kafka=(cons, prod), redis=redis)
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-            out["error"] = exc
-        finally:
-            service.finalize(dsn, opened, redis=redis, dag_run_id=None)
-
-    th = threading.Thread(target=coordinator, daemon=True)
-    th.start()
+    opened, th, out = start_coordinator(dsn, {"store_ids": [a, b], "epsilon": 2.0, "phase_timeout_minutes": 10,
+                                              "max_pattern_length": 2, "top_k": 10, **WINDOW})
     invitation = None
     with KafkaTransport(cons, prod).reader(INVITATIONS, 0, offset) as reader:
         deadline = time.monotonic() + 60
