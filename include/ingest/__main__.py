@@ -3,6 +3,7 @@
     python -m include.ingest upload --store STORE_ID FILE...      # put into incoming/, register
     python -m include.ingest discover                             # register files dropped into incoming/
     python -m include.ingest ingest [--pending | FILE_ID...]      # what the DAG does per file
+    python -m include.ingest recover [--stuck-after-minutes M] [--max-attempts N]  # stuck files
     python -m include.ingest check --type csv|json FILE...        # parse + rules locally, no services
 
 Exit codes: 0 success, 1 a file failed (or was rejected at upload), 2 usage or service error.
@@ -83,6 +84,20 @@ def cmd_ingest(a) -> int:
     return rc
 
 
+def cmd_recover(a) -> int:
+    from datetime import timedelta
+
+    from include.ingest.recover import recover_stuck_files
+    from include.ingest.upload import s3_client
+
+    with _connect() as conn:
+        for rec in recover_stuck_files(conn, s3_client(), bucket=_bucket(),
+                                       stuck_after=timedelta(minutes=a.stuck_after_minutes),
+                                       max_attempts=a.max_attempts):
+            print(json.dumps(rec.as_dict()))
+    return 0
+
+
 def cmd_check(a) -> int:
     from include.ingest.formats import FileError, RowError, read_transactions
 
@@ -120,13 +135,17 @@ def main(argv=None) -> int:
     g.add_argument("--pending", action="store_true", help="discover, then all pending files")
     g.add_argument("files", nargs="*", default=[], help="file ids, keys or s3:// URIs")
     i.add_argument("--max-reject-share", type=float, default=0.05)
+    rc = sub.add_parser("recover", help="files stuck in processing (dead loader): back to "
+                                        "pending, or failed after --max-attempts")
+    rc.add_argument("--stuck-after-minutes", type=float, default=30)
+    rc.add_argument("--max-attempts", type=int, default=5)
     c = sub.add_parser("check", help="parse and check files locally (no services)")
     c.add_argument("--type", choices=("csv", "json"), required=True)
     c.add_argument("files", nargs="+")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     return {"upload": cmd_upload, "discover": cmd_discover, "ingest": cmd_ingest,
-            "check": cmd_check}[a.cmd](a)
+            "recover": cmd_recover, "check": cmd_check}[a.cmd](a)
 
 
 if __name__ == "__main__":

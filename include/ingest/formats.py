@@ -370,18 +370,22 @@ def _iter_csv(stream: io.BufferedReader, tail: _Tail, filename: str
     cur_entries: list = []
     cur_error: RowError | None = None      # its first structural error (entries then not kept)
     short: int | None = None               # fields of the last row when it had fewer than 5
+    date_cache: dict[str, datetime | str] = {}
+    date_text = item = qtext = utext = ""
     end = reader.line_num
     try:
         for row in reader:
             start = end + 1
             end = reader.line_num
-            if len(row) != 5:
-                if not row:                                      # blank line
-                    continue
-                short = len(row) if len(row) < 5 else None
-            elif short is not None:
+            nf = len(row)
+            if nf == 5:
                 short = None
-            tid_raw = row[0]
+                tid_raw, date_text, item, qtext, utext = row
+            elif not nf:                                         # blank line
+                continue
+            else:
+                short = nf if nf < 5 else None
+                tid_raw = row[0]
             if tid_raw != cur_raw_tid:
                 tid = tid_raw.strip()
                 if cur_raw_tid is None or tid != cur_tid:        # a new transaction
@@ -391,15 +395,20 @@ def _iter_csv(stream: io.BufferedReader, tail: _Tail, filename: str
                     cur_raw_tid, cur_tid, cur_line, cur_n, cur_entries = tid_raw, tid, start, 0, []
                     cur_error, cur_dt, cur_date_text = None, _NO_DATE, ""
                     ids.add(tid, start)
-                    if len(row) != 5:
-                        cur_error = RowError(start, "line", f"expected 5 fields, found {len(row)}",
+                    if nf != 5:
+                        cur_error = RowError(start, "line", f"expected 5 fields, found {nf}",
                                              tid or None)
                     elif not tid:
                         cur_error = RowError(start, "transaction_id", "transaction_id is empty",
                                              None)
                     else:
-                        cur_date_text = row[1]
-                        dt = parse_date(cur_date_text)
+                        cur_date_text = date_text
+                        dt = date_cache.get(date_text)
+                        if dt is None:
+                            dt = parse_date(date_text)
+                            if len(date_cache) >= 10_000:
+                                date_cache.clear()
+                            date_cache[date_text] = dt
                         if dt.__class__ is str:
                             cur_error = RowError(start, "transaction_date", dt, tid)
                         else:
@@ -409,45 +418,42 @@ def _iter_csv(stream: io.BufferedReader, tail: _Tail, filename: str
             cur_n += 1
             if cur_error is not None:
                 continue                                         # rejected: keep no entries
-            if len(row) != 5:
-                cur_error = RowError(start, "line", f"expected 5 fields, found {len(row)}",
-                                     cur_tid)
+            if nf != 5:
+                cur_error = RowError(start, "line", f"expected 5 fields, found {nf}", cur_tid)
                 continue
-            if row[1] != cur_date_text:
-                dt = parse_date(row[1])
+            if date_text != cur_date_text:
+                dt = parse_date(date_text)
                 if dt.__class__ is str:
                     cur_error = RowError(start, "transaction_date", dt, cur_tid)
                     continue
                 if dt != cur_dt:
                     cur_error = RowError(
                         start, "transaction_date",
-                        f"transaction_date {_show(row[1])} differs from {_show(cur_date_text)} "
-                        f"on line {cur_line} of the same transaction", cur_tid)
+                        f"transaction_date {_show(date_text)} differs from "
+                        f"{_show(cur_date_text)} on line {cur_line} of the same transaction",
+                        cur_tid)
                     continue
             if cur_n > max_items:
                 continue                                         # rejected by the rules
-            item = row[2]
             if "\x00" in item:
                 cur_error = RowError(start, "item", "item contains a NUL character", cur_tid)
                 continue
-            text = row[3]
-            q = dec_cache.get(text)
+            q = dec_cache.get(qtext)
             if q is None:
-                q = parse_decimal(text, "quantity")
+                q = parse_decimal(qtext, "quantity")
                 if q.__class__ is str:
                     cur_error = RowError(start, "quantity", q, cur_tid)
                     continue
                 if len(dec_cache) < 100_000:
-                    dec_cache[text] = q
-            text = row[4]
-            u = dec_cache.get(text)
+                    dec_cache[qtext] = q
+            u = dec_cache.get(utext)
             if u is None:
-                u = parse_decimal(text, "unit_utility")
+                u = parse_decimal(utext, "unit_utility")
                 if u.__class__ is str:
                     cur_error = RowError(start, "unit_utility", u, cur_tid)
                     continue
                 if len(dec_cache) < 100_000:
-                    dec_cache[text] = u
+                    dec_cache[utext] = u
             cur_entries.append((item, q, u, start, cur_n - 1))
     except csv.Error as e:
         if "unexpected end of data" in str(e):

@@ -196,39 +196,54 @@ class ContractValidator:
         }[key])
 
     # ------------------------------------------------------------------------------------------
-    def validate_chunk(self, chunk: Sequence[RawTransaction]) -> list[RowError | None]:
+    def validate_chunk(self, chunk: Sequence[RawTransaction],
+                       verdicts: "ValueVerdicts | None" = None) -> list[RowError | None]:
         """The row rules on a chunk: for each transaction its first violation, or None.
 
-        One row per item (plus one placeholder row for a transaction whose items were not kept
-        because there are too many), with the transaction's item count on every row.
+        Rows: one per item (plus one placeholder row for a transaction whose items were not kept
+        because there are too many), with the transaction's item count on every row. The suite's
+        expectations are per value (column map expectations: a row fails exactly when its value
+        fails), so the suite runs on each column's **distinct values**, and with ``verdicts`` (one
+        ``ValueVerdicts`` per file) only on the values that no earlier chunk of the file had: a
+        chunk of 100,000 items of a retail file is a few thousand rows for the suite, or none
+        when all its values were seen before (the suite then does not run for that chunk).
         """
         import numpy as np
-        import pandas as pd
 
         result: list[RowError | None] = [None] * len(chunk)
         if not chunk:
             return result
-        rows = [t.entries or [("", _ONE, _ONE, t.line, 0)] for t in chunk]
-        counts = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-        flat = [e for r in rows for e in r]
-        n = len(flat)
-        owner = np.repeat(np.arange(len(chunk)), counts)
-        qs = np.fromiter((e[1] for e in flat), dtype=np.float64, count=n)
-        us = np.fromiter((e[2] for e in flat), dtype=np.float64, count=n)
-        for arr, pos in ((qs, 1), (us, 2)):          # keep the sign of values that underflow
-            for i in np.flatnonzero(arr == 0.0):
-                arr[i] = _signed_float(flat[i][pos])
-        sizes = np.fromiter((t.n_entries for t in chunk), dtype=np.int64, count=len(chunk))
-        df = pd.DataFrame({"n_items": np.repeat(sizes, counts),
-                           "item": [e[0] for e in flat], "quantity": qs, "unit_utility": us})
-        failed = self._failures("transaction_rows", df)
+        if verdicts is None:
+            verdicts = ValueVerdicts()
+        flat = [e for t in chunk for e in (t.entries or ((_EMPTY, _ONE, _ONE, t.line, 0),))]
+        columns = {
+            "n_items": [t.n_entries for t in chunk],
+            "item": [e[0] for e in flat],
+            "quantity": [e[1] for e in flat],
+            "unit_utility": [e[2] for e in flat],
+        }
+        distinct = {name: dict.fromkeys(values) for name, values in columns.items()}
+        new = {name: [v for v in d if v not in verdicts.seen[name]]
+               for name, d in distinct.items()}
+        judged = self._judge(new, distinct, verdicts) if any(new.values()) else {}
+        counts = [len(t.entries) or 1 for t in chunk]
+        failed: dict[str, np.ndarray] = {}     # rule -> failing rows (items), in file order
+        for name, values in columns.items():
+            bad, now = verdicts.bad[name], judged.get(name) or set()
+            if now or (bad and not bad.isdisjoint(distinct[name])):
+                rows_bad = np.fromiter((v in bad or v in now for v in values), dtype=bool,
+                                       count=len(values))
+                if name == "n_items":          # per transaction: spread to its rows
+                    rows_bad = np.repeat(rows_bad, counts)
+                failed[name] = np.flatnonzero(rows_bad)
         if not failed:
             return result
+        owner = np.repeat(np.arange(len(chunk)), counts)
         # the first failing (row, rule) of each transaction, rows in file order
         order = {key: i for i, (key, _c, _k) in enumerate(ITEM_EXPECTATIONS)}
         first: dict[int, tuple[int, int]] = {}
         for key, bad_rows in failed.items():
-            for r in bad_rows:
+            for r in bad_rows.tolist():
                 k = int(owner[r])
                 cand = (r, order[key]) if key != "n_items" else (-1, 0)
                 if k not in first or cand < first[k]:
@@ -256,5 +271,51 @@ class ContractValidator:
                                      bad_unit_utility(u), t.transaction_id)
         return result
 
+    def _judge(self, new: dict[str, list], distinct: dict[str, dict],
+               verdicts: "ValueVerdicts") -> dict[str, set]:
+        """Runs the row suite on the new values of each column (a column without new values is
+        given one value of the chunk, whose verdict is known), records the verdicts and returns
+        the failing values per column."""
+        import numpy as np
+        import pandas as pd
 
+        fed = {name: new[name] or [next(iter(distinct[name]))] for name in new}
+        length = max(len(v) for v in fed.values())
+        data = {}
+        for name, values in fed.items():
+            if name in ("quantity", "unit_utility"):
+                col = np.array([_signed_float(d) for d in values], dtype=np.float64)
+            elif name == "n_items":
+                col = np.array(values, dtype=np.int64)
+            else:
+                col = np.empty(len(values), dtype=object)
+                col[:] = values
+            # padded with the first value: a repeat gets the same verdict as the value itself
+            data[name] = np.concatenate([col, np.repeat(col[:1], length - len(col))])
+        failed = self._failures("transaction_rows", pd.DataFrame(data))
+        out = {}
+        for name, values in fed.items():
+            out[name] = {values[p if p < len(values) else 0] for p in failed.get(name, ())}
+            verdicts.record(name, values, out[name])
+        return out
+
+
+class ValueVerdicts:
+    """The row suite's verdicts on the distinct values of one file, per column: each value is
+    judged by the suite once per file. Bounded memory: once a column has ``limit`` values, further
+    new values are not remembered (they are judged again in each chunk they appear in)."""
+
+    def __init__(self, limit: int = 500_000):
+        self.limit = limit
+        self.seen: dict[str, set] = {key: set() for key, _c, _k in ITEM_EXPECTATIONS}
+        self.bad: dict[str, set] = {key: set() for key, _c, _k in ITEM_EXPECTATIONS}
+
+    def record(self, column: str, values: list, bad: set) -> None:
+        seen = self.seen[column]
+        if len(seen) < self.limit:
+            seen.update(values)
+            self.bad[column] |= bad           # (a remembered value's verdict, good or bad)
+
+
+_EMPTY = ""
 _ONE = Decimal(1)

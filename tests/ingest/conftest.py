@@ -1,7 +1,9 @@
 """Fixtures of the ingestion tests: a migrated temporary database in the real cluster (never the
-shared `platform` database), the moto S3 server's bucket, one great-expectations validator."""
+shared `platform` database), the moto S3 server's bucket, one great-expectations validator, and
+a random Redis namespace for the live progress every ingestion publishes (keys removed after)."""
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -35,6 +37,32 @@ def ingest_dsn(tmp_path_factory, temporary_database):
 def conn(ingest_dsn):
     with psycopg.connect(ingest_dsn) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def redis_conn():
+    from include.search.clients import redis_client
+
+    r = redis_client()
+    r.ping()
+    return r
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_ns(redis_conn):
+    """The live progress of these tests goes to a namespace of their own (PLATFORM_REDIS_NAMESPACE,
+    read by include.search.live.LiveFeed), never to the platform's."""
+    name = f"t-ingest-{uuid.uuid4().hex[:10]}"
+    old = os.environ.get("PLATFORM_REDIS_NAMESPACE")
+    os.environ["PLATFORM_REDIS_NAMESPACE"] = name
+    yield name
+    if old is None:
+        os.environ.pop("PLATFORM_REDIS_NAMESPACE", None)
+    else:
+        os.environ["PLATFORM_REDIS_NAMESPACE"] = old
+    keys = list(redis_conn.scan_iter(f"{name}:*"))
+    if keys:
+        redis_conn.delete(*keys)
 
 
 @pytest.fixture(scope="session")

@@ -75,3 +75,34 @@ def test_file_suite(validator, tmp_path):
                                "found 'a,b'")
     assert check(H.encode(), "json") == \
         "f.dat, line 1: the content is not JSON (it looks like CSV), but file_type is 'json'"
+
+
+def test_each_value_is_judged_once_per_file(validator, monkeypatch):
+    """With a file's ValueVerdicts the suite runs only on values no earlier chunk had (not at all
+    when there are none), and the outcome stays exactly the pure rules'."""
+    from include.ingest.validate import ValueVerdicts
+
+    raws = _raws(CSV.encode(), "csv")
+    verdicts = ValueVerdicts()
+    runs = []
+    judge = validator._failures
+    monkeypatch.setattr(validator, "_failures",
+                        lambda name, df: runs.append(len(df)) or judge(name, df))
+    assert validator.validate_chunk(raws, verdicts) == [check_rules(r) for r in raws]
+    assert validator.validate_chunk(raws, verdicts) == [check_rules(r) for r in raws]
+    assert len(runs) == 1                                   # nothing new: the suite did not run
+    more = raws + _raws((H + "K,2024-01-01,new item,3,-7\nL,2024-01-01,a,-2,1\n").encode(), "csv")
+    got = validator.validate_chunk(more, verdicts)
+    assert got == [check_rules(r) for r in more]
+    assert [e.field if e else None for e in got[-2:]] == ["unit_utility", "quantity"]
+    assert runs == [runs[0], 1]                             # one row: the three new values
+
+
+def test_verdicts_past_their_limit_are_judged_again(validator):
+    from include.ingest.validate import ValueVerdicts
+
+    raws = _raws(CSV.encode(), "csv")
+    verdicts = ValueVerdicts(limit=0)                       # remembers nothing
+    for _ in range(2):
+        assert validator.validate_chunk(raws, verdicts) == [check_rules(r) for r in raws]
+    assert not any(verdicts.seen.values()) and not any(verdicts.bad.values())
