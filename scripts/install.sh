@@ -11,7 +11,8 @@ source "$(dirname "$0")/lib.sh"
 
 APT=1; [ "${1:-}" = "--no-apt" ] && APT=0
 APT_PACKAGES=(postgresql postgresql-contrib postgresql-15-partman redis-server pgbackrest maven
-              openjdk-17-jre-headless unzip curl ca-certificates)
+              openjdk-17-jre-headless unzip curl ca-certificates
+              chromium chromium-driver)   # dashboards (issue 13): headless browser tests (tests/ui)
 
 # ---------------------------------------------------------------- 1. Debian packages
 if [ "$APT" = 1 ]; then
@@ -103,5 +104,21 @@ if [ ! -f "$JDBC_JAR" ]; then
   mvn -B -q -Dmaven.repo.local="$M2" dependency:get -Dtransitive=false \
     -Dartifact="org.postgresql:postgresql:$PG_JDBC_VERSION" >"$STATE/mvn-jdbc.log" 2>&1 \
     || die "fetching the PostgreSQL JDBC driver failed, see $STATE/mvn-jdbc.log"
+fi
+# ---------------------------------------------------------------- 5. dashboards' npm packages (issue 13)
+# plugins/platform_ui: `npm ci` from its lockfile, redone only when the lockfile changes; the chart
+# library is copied into the plugin's static dir (served by the plugin, no CDN).
+UI_DIR="$ROOT/plugins/platform_ui"
+if [ -f "$UI_DIR/package-lock.json" ]; then
+  UI_HASH="$(sha256sum "$UI_DIR/package-lock.json" | cut -c1-16)"
+  if [ ! -f "$UI_DIR/node_modules/.platform-lock-$UI_HASH" ] || [ ! -f "$UI_DIR/static/vendor/chart.umd.min.js" ]; then
+    command -v npm >/dev/null || die "npm is required for the dashboards plugin (apt install npm)"
+    log "dashboards: npm ci (plugins/platform_ui)"
+    (cd "$UI_DIR" && npm ci --no-audit --no-fund >"$STATE/npm-ui.log" 2>&1) \
+      || die "npm ci failed, see $STATE/npm-ui.log: $(tail -5 "$STATE/npm-ui.log")"
+    mkdir -p "$UI_DIR/static/vendor"
+    cp "$UI_DIR/node_modules/chart.js/dist/chart.umd.min.js" "$UI_DIR/node_modules/chart.js/LICENSE.md" "$UI_DIR/static/vendor/"
+    touch "$UI_DIR/node_modules/.platform-lock-$UI_HASH"
+  fi
 fi
 log "install complete"

@@ -15,10 +15,9 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from include.access.permissions import ROLE_PERMISSIONS
+from include.access.permissions import ROLE_PERMISSIONS, UI_PERMISSIONS
 
 EMAIL_DOMAIN = "users.platform.invalid"
-WEBSITE = ("can_read", "Website")
 
 
 @dataclass(frozen=True)
@@ -45,13 +44,13 @@ def sync_roles() -> dict[str, int]:
             role = sm.add_role(name)
             # FAB gives every custom role "can read Website" (the UI home) whenever it starts: kept, so a
             # second sync changes nothing
-            wanted = {sm.create_permission(action, resource) for action, resource in sorted(perms | {WEBSITE})}
+            wanted = {sm.create_permission(action, resource) for action, resource in sorted(perms | UI_PERMISSIONS)}
             for perm in wanted:
                 sm.add_permission_to_role(role, perm)
             for perm in list(role.permissions):
                 if perm not in wanted:
                     sm.remove_permission_from_role(role, perm)
-            out[name] = len(wanted) - 1
+            out[name] = len(perms)    # the platform permissions (UI_PERMISSIONS not counted)
     return out
 
 

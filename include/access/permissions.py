@@ -36,5 +36,10 @@ ROLE_PERMISSIONS: dict[str, frozenset[tuple[str, str]]] = {
 }
 
 
+# what every platform role needs of Airflow's own UI: the UI itself, and the plugins' menu entries, DAG/run
+# tabs and Home widget of the dashboards (plugins/platform_ui; Airflow shows them to roles reading "Plugins")
+UI_PERMISSIONS = frozenset({(READ, "Website"), (READ, "Plugins")})
+
+
 def allowed(role: str, action: str, resource: str) -> bool:
     return (action, resource) in ROLE_PERMISSIONS.get(role, frozenset())
