@@ -77,3 +77,27 @@ def postgres_dsn(conn_id: str = POSTGRES, **overrides: str) -> str:
         auth += ":" + quote(password, safe="")
     query = "&".join(f"{k}={quote(str(v), safe='/')}" for k, v in sorted(c.extra.items()))
     return f"postgresql://{auth}@{c.host}:{c.port or 5432}/{dbname}" + (f"?{query}" if query else "")
+
+
+# ---------------------------------------------------------------- TLS (docs/tls.md)
+# The TLS settings of a connection live in its extra, in the keys the Airflow providers read, so a hook
+# and the code below build the same client: redis-py's ``ssl*`` keys (RedisHook), ``verify`` (AWS
+# connections), ``ca_certs``/``verify_certs`` (Elasticsearch), libpq's ``sslmode``/``sslrootcert``
+# (postgres_dsn puts every extra into the URI) and librdkafka's ``security.protocol``/``ssl.*`` keys.
+REDIS_SSL_KEYS = ("ssl", "ssl_cert_reqs", "ssl_ca_certs", "ssl_keyfile", "ssl_certfile", "ssl_check_hostname")
+LIBPQ_SSL_KEYS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "ssl_min_protocol_version")
+
+
+def redis_ssl_kwargs(extra: dict) -> dict:
+    """redis-py keyword arguments for the TLS keys of a redis connection's extra (none in plaintext)."""
+    return {k: extra[k] for k in REDIS_SSL_KEYS if k in extra}
+
+
+def s3_verify(extra: dict):
+    """boto3's ``verify`` for an aws connection's extra: the CA bundle path, or None (default trust)."""
+    return extra.get("verify")
+
+
+def es_tls_kwargs(extra: dict) -> dict:
+    """elasticsearch-py keyword arguments for the TLS keys of an elasticsearch connection's extra."""
+    return {k: extra[k] for k in ("ca_certs", "verify_certs", "ssl_assert_hostname") if k in extra}

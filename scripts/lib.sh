@@ -1,7 +1,8 @@
 # Shared shell settings of the project's scripts (sourced, not run).
 # Paths:
 #   ROOT   the repository
-#   STATE  git-ignored local state of this checkout: env.sh, logs, airflow home (ROOT/.local)
+#   STATE  git-ignored local state of this checkout: env.sh, logs, airflow home (ROOT/.local;
+#          PLATFORM_STATE_DIR overrides it, e.g. for a second stack next to the usual one, docs/tls.md)
 #   DATA   service data; ROOT/.local/data when the service users can reach it, otherwise
 #          /var/lib/retail-platform/<checkout-hash> (e.g. a checkout under /root, mode 700)
 #   CACHE  downloads and the venv, shared by checkouts so a warm machine reinstalls nothing:
@@ -9,9 +10,11 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-STATE="$ROOT/.local"
-# shellcheck disable=SC1091
-source "$ROOT/scripts/ports.env"
+STATE="${PLATFORM_STATE_DIR:-$ROOT/.local}"
+# PLATFORM_PORTS_FILE: another ports file (same variables) for a second stack on other ports
+PORTS_FILE="${PLATFORM_PORTS_FILE:-$ROOT/scripts/ports.env}"
+# shellcheck disable=SC1090
+source "$PORTS_FILE"
 if [ "$(id -u)" = 0 ]; then
   CACHE="${PLATFORM_CACHE_DIR:-/var/cache/retail-platform}"
 else
@@ -41,7 +44,8 @@ data_dir() {
   local d="$STATE/data"
   mkdir -p "$d"; chmod 755 "$STATE" "$d"
   if [ "$(id -u)" = 0 ] && ! runuser -u "$PG_USER" -- test -x "$d"; then
-    d="/var/lib/retail-platform/$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
+    local key="$ROOT"; [ "$STATE" = "$ROOT/.local" ] || key="$STATE"  # a second stack gets its own
+    d="/var/lib/retail-platform/$(printf '%s' "$key" | sha256sum | cut -c1-12)"
     mkdir -p "$d"; chmod 755 /var/lib/retail-platform "$d"
   fi
   printf '%s\n' "$d" > "$STATE/data-dir"; printf '%s\n' "$d"

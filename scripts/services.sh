@@ -5,6 +5,13 @@
 #   scripts/services.sh down [SERVICE...]    stop
 #   scripts/services.sh status               one line per service; exit 1 if any is down
 #
+#   scripts/services.sh up --tls|--plaintext  the same, in TLS mode or plaintext (also PLATFORM_TLS=1|0);
+#                                            the mode is recorded in .local/tls-mode, a switch restarts
+#                                            the services; without a request the recorded mode is kept
+#
+# TLS mode (docs/tls.md, scripts/tls.sh): TLS 1.3 with a project-local CA on PostgreSQL, Redis, Kafka, the
+# S3 API, Elasticsearch (https + file-realm user) and the Airflow api-server settings in .local/env.sh.
+#
 # SERVICE: backup-s3 postgres redis kafka elasticsearch s3 (default: all). Binaries come from
 # scripts/install.sh (Debian packages, Maven Central jars, the venv's moto server and gunicorn).
 #
@@ -19,6 +26,9 @@ source "$(dirname "$0")/lib.sh"
 ALL=(backup-s3 postgres redis kafka elasticsearch s3)
 DATA="$(data_dir)"
 LOGS="$STATE/logs"; mkdir -p "$LOGS"
+# shellcheck disable=SC1091
+source "$ROOT/scripts/tls.sh"
+TLS_MODE="$(tls_recorded)"
 
 # ---------------------------------------------------------------- PostgreSQL
 pg_bin() {
@@ -33,7 +43,8 @@ psql_su() { PGOPTIONS="-c client_min_messages=warning" as_user "$PG_USER" "$(pg_
 
 up_postgres() {
   local bin; bin="$(pg_bin)"
-  if pg_ready && pg_ours; then log "postgres already running on 127.0.0.1:$PG_PORT"; pg_archive_settings; else
+  if pg_ready && pg_ours; then log "postgres already running on 127.0.0.1:$PG_PORT"; pg_archive_settings
+    pg_tls_settings "$PGDATA_DIR"; else
     mkdir -p "$PGDATA_DIR" "$PGSOCK" "$PGLOG_DIR"
     [ "$(id -u)" = 0 ] && chown "$PG_USER:" "$PGDATA_DIR" "$PGSOCK" "$PGLOG_DIR"
     chmod 700 "$PGDATA_DIR"
@@ -56,6 +67,7 @@ timezone = 'UTC'
 EOF
     fi
     pg_archive_settings
+    pg_tls_settings "$PGDATA_DIR"
     port_open "$PG_PORT" && die "port $PG_PORT is taken by another process; free it or change PG_PORT in scripts/ports.env"
     as_user "$PG_USER" "$bin/pg_ctl" -D "$PGDATA_DIR" -l "$PGLOG" -w -t 60 start >/dev/null \
       || die "postgres did not start, see $PGLOG: $(tail -3 "$PGLOG" 2>/dev/null)"
@@ -116,14 +128,18 @@ status_postgres() { pg_ready && pg_ours; }
 
 # ---------------------------------------------------------------- Redis
 REDIS_DIR="$DATA/redis"
-redis_ready() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
+redis_ready() {
+  local tls; mapfile -t tls < <(redis_cli_tls)
+  [ "$(redis-cli "${tls[@]}" -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]
+}
 up_redis() {
   command -v redis-server >/dev/null || die "redis-server not found: run scripts/install.sh (apt package redis-server)"
   if redis_ready && pid_alive "$REDIS_DIR/redis.pid"; then log "redis already running on 127.0.0.1:$REDIS_PORT"; return; fi
   port_open "$REDIS_PORT" && die "port $REDIS_PORT is taken by another process"
   mkdir -p "$REDIS_DIR"
+  local ports; mapfile -t ports < <(redis_tls_args)
   # Redis holds only live, reconstructible state (progress, caches, locks): no persistence.
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$REDIS_DIR" --save "" --appendonly no \
+  redis-server "${ports[@]}" --bind 127.0.0.1 --dir "$REDIS_DIR" --save "" --appendonly no \
     --daemonize yes --pidfile "$REDIS_DIR/redis.pid" --logfile "$LOGS/redis.log" \
     || die "redis did not start, see $LOGS/redis.log"
   wait_for 15 "redis on 127.0.0.1:$REDIS_PORT" redis_ready || die "redis not ready, see $LOGS/redis.log"
@@ -144,11 +160,7 @@ up_kafka() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+$(kafka_tls_properties)
 log.dirs=$KAFKA_DIR/data
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -194,7 +206,7 @@ status_kafka() { kafka_ready && pid_alive "$KAFKA_DIR/kafka.pid"; }
 
 # ---------------------------------------------------------------- Elasticsearch (integ-test-zip)
 ES_HOME="$CACHE/elasticsearch-$ES_VERSION"; ES_DIR="$DATA/elasticsearch"
-es_ready() { curl -sf "http://127.0.0.1:$ES_PORT/_cluster/health?wait_for_status=yellow&timeout=1s" >/dev/null; }
+es_ready() { es_curl "/_cluster/health?wait_for_status=yellow&timeout=1s" >/dev/null; }
 up_elasticsearch() {
   [ -x "$ES_HOME/bin/elasticsearch" ] || die "Elasticsearch not found in $ES_HOME: run scripts/install.sh"
   if es_ready && pid_alive "$ES_DIR/logs/es.pid"; then log "elasticsearch already running on 127.0.0.1:$ES_PORT"; return; fi
@@ -202,7 +214,9 @@ up_elasticsearch() {
   mkdir -p "$ES_DIR/data" "$ES_DIR/logs" "$ES_DIR/tmp"
   if [ ! -f "$ES_DIR/config/elasticsearch.yml" ]; then
     rm -rf "$ES_DIR/config"; cp -r "$ES_HOME/config" "$ES_DIR/config"
-    cat >"$ES_DIR/config/elasticsearch.yml" <<EOF
+  fi
+  # rewritten on every start: the security lines follow the TLS mode (scripts/tls.sh)
+  cat >"$ES_DIR/config/elasticsearch.yml" <<EOF
 cluster.name: retail-platform
 node.name: local
 discovery.type: single-node
@@ -211,13 +225,13 @@ http.port: $ES_PORT
 transport.port: $ES_TRANSPORT_PORT
 path.data: $ES_DIR/data
 path.logs: $ES_DIR/logs
-xpack.security.enabled: false
+$(es_security_yml)
 cluster.routing.allocation.disk.threshold_enabled: false
 action.destructive_requires_name: false
 EOF
-  fi
   [ "$(id -u)" = 0 ] && chown -R "$ES_USER:" "$ES_DIR"
   local java_home; java_home="$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")"
+  es_tls_setup "$ES_DIR" "$ES_HOME" "$java_home"
   as_user "$ES_USER" env ES_JAVA_HOME="$java_home" ES_PATH_CONF="$ES_DIR/config" ES_TMPDIR="$ES_DIR/tmp" \
     ES_JAVA_OPTS="-Xms512m -Xmx512m" "$ES_HOME/bin/elasticsearch" -d -p "$ES_DIR/logs/es.pid" \
     >"$LOGS/elasticsearch.log" 2>&1 || die "elasticsearch did not start, see $LOGS/elasticsearch.log and $ES_DIR/logs"
@@ -229,15 +243,20 @@ status_elasticsearch() { es_ready && pid_alive "$ES_DIR/logs/es.pid"; }
 
 # ---------------------------------------------------------------- S3 API (moto server)
 S3_DIR="$DATA/s3"
-s3_ready() { curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"; }
+s3_ready() { local tls; mapfile -t tls < <(s3_curl_tls); curl -s -o /dev/null "${tls[@]}" "$(s3_url)"; }
 up_s3() {
   [ -x "$VENV/bin/moto_server" ] || die "moto_server not found in $VENV: run scripts/install.sh"
   if s3_ready && pid_alive "$S3_DIR/moto.pid"; then log "s3 (moto) already running on 127.0.0.1:$S3_PORT"; return; fi
   port_open "$S3_PORT" && die "port $S3_PORT is taken by another process"
   mkdir -p "$S3_DIR"
-  nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$LOGS/s3.log" 2>&1 </dev/null &
-  echo $! >"$S3_DIR/moto.pid"
-  wait_for 30 "s3 (moto) on 127.0.0.1:$S3_PORT" s3_ready || die "moto server did not start, see $LOGS/s3.log"
+  if tls_on; then
+    [ -x "$VENV/bin/gunicorn" ] || die "gunicorn not found in $VENV: run scripts/install.sh"
+    s3_tls_start "$S3_DIR"
+  else
+    nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$LOGS/s3.log" 2>&1 </dev/null &
+    echo $! >"$S3_DIR/moto.pid"
+  fi
+  wait_for 30 "s3 (moto) on $(s3_url)" s3_ready || die "moto server did not start, see $LOGS/s3.log"
 }
 down_s3() { stop_pid "$S3_DIR/moto.pid" s3 10; }
 status_s3() { s3_ready && pid_alive "$S3_DIR/moto.pid"; }
@@ -333,12 +352,37 @@ write_env() {
 }
 
 cmd="${1:-status}"; shift || true
-services=("$@"); [ ${#services[@]} -gt 0 ] || services=("${ALL[@]}")
+services=(); tls_flag=
+for a in "$@"; do
+  case "$a" in
+    --tls) tls_flag=on ;;
+    --plaintext|--no-tls) tls_flag=off ;;
+    *) services+=("$a") ;;
+  esac
+done
+[ ${#services[@]} -gt 0 ] || services=("${ALL[@]}")
 for s in "${services[@]}"; do
   case " ${ALL[*]} " in *" $s "*) ;; *) die "unknown service '$s' (known: ${ALL[*]})";; esac
 done
 case "$cmd" in
   up)
+    want="$(tls_requested "$tls_flag")"
+    if [ "$want" != "$TLS_MODE" ]; then
+      # a switch restarts every running service in the new mode (a mixed stack would match neither
+      # mode's env.sh), together with the ones asked for
+      running=()
+      for s in "${ALL[@]}"; do if "status_${s//-/_}" 2>/dev/null; then running+=("$s"); fi; done
+      log "TLS mode $TLS_MODE -> $want: restarting ${running[*]:-nothing}"
+      for ((i=${#running[@]}-1; i>=0; i--)); do "down_${running[$i]//-/_}"; done
+      restart=()
+      for s in "${ALL[@]}"; do
+        if [[ " ${services[*]} ${running[*]:-} " == *" $s "* ]]; then restart+=("$s"); fi
+      done
+      services=("${restart[@]}")
+    fi
+    TLS_MODE="$want"
+    printf '%s\n' "$TLS_MODE" >"$TLS_MODE_FILE"
+    if tls_on; then tls_certs; fi
     for s in "${services[@]}"; do "up_${s//-/_}"; done
     write_env
     if [[ " ${services[*]} " == *" s3 "* ]]; then "$PY" "$ROOT/scripts/settings.py" buckets; fi ;;
@@ -350,5 +394,5 @@ case "$cmd" in
       if "status_${s//-/_}" 2>/dev/null; then echo "$s: up"; else echo "$s: down"; rc=1; fi
     done
     exit $rc ;;
-  *) die "usage: scripts/services.sh up|down|status [SERVICE...]" ;;
+  *) die "usage: scripts/services.sh up|down|status [--tls|--plaintext] [SERVICE...]" ;;
 esac

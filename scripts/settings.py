@@ -22,6 +22,13 @@ TLS, repo1 main + repo2 DR). Locally its endpoint is the gunicorn-served moto of
 generated once into the git-ignored ``.local/secrets/`` and added to the connection's extra here; they
 are never in the repository. Elsewhere they come from the secrets backend.
 
+TLS mode (docs/tls.md): when ``$STATE/tls-mode`` says ``on`` (scripts/services.sh up --tls), every local
+connection is written to verify the project-local CA: ``sslmode=verify-full`` + ``sslrootcert`` (PostgreSQL),
+``ssl`` + ``ssl_ca_certs`` (Redis), ``security.protocol=SSL`` + ``ssl.ca.location`` (Kafka), an https
+``endpoint_url`` + ``verify`` (S3), ``https`` + ``ca_certs`` and the file-realm user (Elasticsearch), and the
+Airflow settings get the api-server's certificate and https URLs. ``PLATFORM_STATE_DIR`` and
+``PLATFORM_PORTS_FILE`` select another state directory and ports file (a second stack, as in scripts/lib.sh).
+
 In docker-compose the same connection (as written) drives ``scripts/compose/backup_init.py``, which renders
 the two pgbackrest.conf of that stack with :func:`render_compose_pgbackrest_conf` (docs/retain.md,
 "docker-compose"). The compose-only extras (``pg1_host``: the pgBackRest TLS server, ``scratch_root``) are
@@ -29,6 +36,7 @@ dropped by the local mapping, where pgBackRest runs directly as the cluster's OS
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -51,7 +59,8 @@ SERVICE_PORTS = {
 }
 
 
-STATE = ROOT / ".local"
+STATE = Path(os.environ.get("PLATFORM_STATE_DIR") or ROOT / ".local")
+PORTS_FILE = Path(os.environ.get("PLATFORM_PORTS_FILE") or ROOT / "scripts" / "ports.env")
 BACKUP_CONN = "platform_backup"
 BACKUP_REPOS = (1, 2)  # 1: main repository, 2: disaster-recovery repository (other bucket/region)
 
@@ -85,7 +94,8 @@ def backup_cipher_pass(repo: int) -> str:
     return f.read_text().strip()
 
 
-def read_ports(path: Path = ROOT / "scripts" / "ports.env") -> dict[str, int]:
+def read_ports(path: Path | None = None) -> dict[str, int]:
+    path = path or PORTS_FILE
     ports = {}
     for line in path.read_text().splitlines():
         line = line.strip()
@@ -93,6 +103,62 @@ def read_ports(path: Path = ROOT / "scripts" / "ports.env") -> dict[str, int]:
             k, v = line.split("=", 1)
             ports[k.strip()] = int(v.strip())
     return ports
+
+
+# ------------------------------------------------------------------ TLS mode (scripts/tls.sh, docs/tls.md)
+ES_TLS_USER = "platform"
+
+
+def tls_mode() -> bool:
+    """True when the local stack runs in TLS mode (``$STATE/tls-mode``, written by services.sh up)."""
+    f = STATE / "tls-mode"
+    return f.exists() and f.read_text().strip() == "on"
+
+
+def tls_paths() -> dict[str, Path]:
+    d = data_dir() / "tls"
+    return {"ca": d / "ca.crt", "cert": d / "server.crt", "key": d / "server.key"}
+
+
+def es_tls_password() -> str:
+    """The password of the Elasticsearch file-realm user (TLS mode): generated once into .local/secrets;
+    services.sh (scripts/tls.sh) gives it to ``elasticsearch-users``."""
+    f = STATE / "secrets" / "elasticsearch-platform.pass"
+    if not f.exists():
+        f.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(f.parent, 0o700)
+        tmp = f.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(24) + "\n")
+        os.replace(tmp, f)
+    return f.read_text().strip()
+
+
+def tls_connection(conn_id: str, d: dict) -> dict:
+    """Connection ``d`` (local form) set up to verify the project CA over TLS; unknown types unchanged."""
+    ca = str(tls_paths()["ca"])
+    d = {**d, "extra": dict(d.get("extra") or {})}
+    x = d["extra"]
+    kind = d.get("conn_type")
+    if kind == "postgres":
+        x.update({"sslmode": "verify-full", "sslrootcert": ca})
+    elif kind == "redis":
+        x.update({"ssl": True, "ssl_ca_certs": ca, "ssl_cert_reqs": "required", "ssl_check_hostname": True})
+    elif kind == "kafka":
+        x.update({"security.protocol": "SSL", "ssl.ca.location": ca,
+                  "ssl.endpoint.identification.algorithm": "https"})
+    elif kind == "elasticsearch":
+        d["schema"] = "https"
+        d["login"], d["password"] = ES_TLS_USER, es_tls_password()
+        x.update({"ca_certs": ca, "verify_certs": True})
+    elif kind == "aws" and conn_id != BACKUP_CONN and "endpoint_url" in x:
+        # platform_backup keeps its own TLS endpoint (service backup-s3, its own CA)
+        x["endpoint_url"] = "https://" + x["endpoint_url"].split("://", 1)[-1]
+        x["verify"] = ca
+    if not x:
+        d.pop("extra")
+    return d
 
 
 def load_settings(path: Path = SETTINGS) -> dict:
@@ -121,10 +187,13 @@ def _rewrite_address(value: str, ports: dict[str, int]) -> str:
     return f"{scheme}{h}:{p}{sep}{tail}"
 
 
-def local_connections(settings: dict | None = None, ports: dict[str, int] | None = None) -> dict[str, dict]:
-    """conn_id -> Airflow connection JSON dict, addressed to the local stack."""
+def local_connections(settings: dict | None = None, ports: dict[str, int] | None = None,
+                      tls: bool | None = None) -> dict[str, dict]:
+    """conn_id -> Airflow connection JSON dict, addressed to the local stack (in its TLS mode unless
+    ``tls`` says which)."""
     settings = settings or load_settings()
     ports = ports or read_ports()
+    tls = tls_mode() if tls is None else tls
     out = {}
     for c in settings.get("connections", []):
         extra = dict(c.get("conn_extra") or {})
@@ -143,7 +212,7 @@ def local_connections(settings: dict | None = None, ports: dict[str, int] | None
             _localize_backup(d, extra, ports)
         if extra:
             d["extra"] = extra
-        out[c["conn_id"]] = d
+        out[c["conn_id"]] = tls_connection(c["conn_id"], d) if tls else d
     return out
 
 
@@ -209,16 +278,45 @@ def local_secret_connections() -> dict[str, dict]:
 
 def cmd_env() -> None:
     ports = read_ports()
-    state = ROOT / ".local"
+    state = STATE
+    tls = tls_mode()
     lines = ["# generated by scripts/settings.py from airflow_settings.yaml: do not edit",
              f"export PLATFORM_ROOT={shlex.quote(str(ROOT))}"]
-    for conn_id, d in local_connections(ports=ports).items():
+    if state != ROOT / ".local" or PORTS_FILE != ROOT / "scripts" / "ports.env":
+        lines += [f"export PLATFORM_STATE_DIR={shlex.quote(str(state))}",
+                  f"export PLATFORM_PORTS_FILE={shlex.quote(str(PORTS_FILE))}"]
+    for conn_id, d in local_connections(ports=ports, tls=tls).items():
         lines.append(f"export AIRFLOW_CONN_{conn_id.upper()}={shlex.quote(json.dumps(d, sort_keys=True))}")
     for conn_id, d in local_secret_connections().items():
+        d = tls_connection(conn_id, d) if tls else d
         lines.append(f"export AIRFLOW_CONN_{conn_id.upper()}={shlex.quote(json.dumps(d, sort_keys=True))}")
     for v in load_settings().get("variables", []):
         lines.append(f"export AIRFLOW_VAR_{v['variable_name'].upper()}={shlex.quote(str(v['variable_value']))}")
     airflow_home = state / "airflow"
+    api = f"http://127.0.0.1:{ports['AIRFLOW_API_PORT']}"
+    es_host = f"http://127.0.0.1:{ports['ES_PORT']}"
+    meta_db = f"postgresql+psycopg://airflow:airflow@127.0.0.1:{ports['PG_PORT']}/airflow"
+    if tls:
+        t = tls_paths()
+        api = f"https://127.0.0.1:{ports['AIRFLOW_API_PORT']}"
+        es_host = f"https://127.0.0.1:{ports['ES_PORT']}"  # no credentials: the UI shows it as the log source
+        meta_db += f"?sslmode=verify-full&sslrootcert={t['ca']}"
+        lines += [
+            "export PLATFORM_TLS_MODE=on",
+            f"export PLATFORM_CA_FILE={shlex.quote(str(t['ca']))}",
+            # the api-server serves https with the project certificate; the Task SDK's client trusts the CA
+            f"export AIRFLOW__API__SSL_CERT={shlex.quote(str(t['cert']))}",
+            f"export AIRFLOW__API__SSL_KEY={shlex.quote(str(t['key']))}",
+            f"export AIRFLOW__API__SSL_CA_FILE={shlex.quote(str(t['ca']))}",
+            # task logs in Elasticsearch: the handler's client verifies the CA too
+            f"export AIRFLOW__ELASTICSEARCH_CONFIGS__CA_CERTS={shlex.quote(str(t['ca']))}",
+            # the file-realm user, as elasticsearch-py's basic_auth string form (base64 of user:password)
+            "export AIRFLOW__ELASTICSEARCH_CONFIGS__BASIC_AUTH="
+            + base64.b64encode(f"{ES_TLS_USER}:{es_tls_password()}".encode()).decode(),
+            "export AIRFLOW__ELASTICSEARCH_CONFIGS__VERIFY_CERTS=True",
+        ]
+    else:
+        lines.append("export PLATFORM_TLS_MODE=off")
     lines += [
         f"export AIRFLOW_HOME={shlex.quote(str(airflow_home))}",
         f"export AIRFLOW__CORE__DAGS_FOLDER={shlex.quote(str(ROOT / 'dags'))}",
@@ -228,15 +326,14 @@ def cmd_env() -> None:
         "export AIRFLOW__CORE__EXECUTOR=LocalExecutor",
         # custom roles (store_manager, regional_coordinator, admin) need FAB, as in docker-compose (docs/access.md)
         "export AIRFLOW__CORE__AUTH_MANAGER=airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",
-        "export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="
-        + shlex.quote(f"postgresql+psycopg://airflow:airflow@127.0.0.1:{ports['PG_PORT']}/airflow"),
+        "export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=" + shlex.quote(meta_db),
         f"export AIRFLOW__API__PORT={ports['AIRFLOW_API_PORT']}",
-        f"export AIRFLOW__API__BASE_URL=http://127.0.0.1:{ports['AIRFLOW_API_PORT']}",
-        f"export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:{ports['AIRFLOW_API_PORT']}/execution/",
+        f"export AIRFLOW__API__BASE_URL={api}",
+        f"export AIRFLOW__CORE__EXECUTION_API_SERVER_URL={api}/execution/",
         "export SPARK_LOCAL_IP=127.0.0.1",
         # task logs are written to Elasticsearch and read back from it by the UI (docs/search.md)
         "export AIRFLOW__LOGGING__REMOTE_LOGGING=True",
-        f"export AIRFLOW__ELASTICSEARCH__HOST=http://127.0.0.1:{ports['ES_PORT']}",
+        "export AIRFLOW__ELASTICSEARCH__HOST=" + shlex.quote(es_host),
         "export AIRFLOW__ELASTICSEARCH__WRITE_TO_ES=True",
         "export AIRFLOW__ELASTICSEARCH__JSON_FORMAT=True",
         "export AIRFLOW__ELASTICSEARCH__WRITE_STDOUT=False",
@@ -257,7 +354,8 @@ def cmd_buckets() -> None:
     conns = local_connections()
     c = conns["platform_s3"]
     s3 = boto3.client("s3", endpoint_url=c["extra"]["endpoint_url"], region_name=c["extra"]["region_name"],
-                      aws_access_key_id=c["login"], aws_secret_access_key=c["password"])
+                      aws_access_key_id=c["login"], aws_secret_access_key=c["password"],
+                      verify=c["extra"].get("verify"))
     for v in load_settings().get("variables", []):
         if v["variable_name"].endswith("_bucket"):
             try:

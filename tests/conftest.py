@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV_FILE = ROOT / ".local" / "env.sh"
+# PLATFORM_STATE_DIR: a second stack's state (scripts/lib.sh, docs/tls.md)
+ENV_FILE = Path(os.environ.get("PLATFORM_STATE_DIR") or ROOT / ".local") / "env.sh"
 
 
 def _load_env_file() -> None:
@@ -59,7 +60,9 @@ def s3_settings() -> dict:
 
     c = get_connection(S3)
     return {"endpoint_url": c.extra["endpoint_url"], "region_name": c.extra.get("region_name", "us-east-1"),
-            "aws_access_key_id": c.login, "aws_secret_access_key": c.password}
+            "aws_access_key_id": c.login, "aws_secret_access_key": c.password,
+            # TLS mode (docs/tls.md): the project CA bundle; None = botocore's default trust
+            "verify": c.extra.get("verify")}
 
 
 @pytest.fixture(scope="session")

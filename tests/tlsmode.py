@@ -47,6 +47,11 @@ def urllib_context() -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=ca) if ca else None
 
 
+def kafka_base(extra: dict) -> dict:
+    """The address and TLS keys of a Kafka connection's extra (for a client a test configures itself)."""
+    return {k: v for k, v in extra.items() if k == "bootstrap.servers" or k.startswith(("security.", "ssl."))}
+
+
 def pg_conn_extra(dsn: str) -> dict:
     """libpq's TLS settings of ``dsn`` as a postgres connection's extra (empty in plaintext mode)."""
     info = psycopg.conninfo.conninfo_to_dict(dsn)

@@ -31,8 +31,11 @@ def kafka_settings() -> tuple[dict, dict]:
 def redis_settings() -> dict:
     from airflow.sdk import BaseHook
 
+    from include.connections import redis_ssl_kwargs
+
     c = BaseHook.get_connection(REDIS_CONN)
-    return {"host": c.host, "port": c.port, "password": c.password, "db": (c.extra_dejson or {}).get("db", 0)}
+    x = c.extra_dejson or {}
+    return {"host": c.host, "port": c.port, "password": c.password, "db": x.get("db", 0), **redis_ssl_kwargs(x)}
 
 
 def chain_key() -> str | None:

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
 
     import psycopg
 
-    from include.connections import KAFKA, KAFKA_PRODUCER, REDIS, get_connection, postgres_dsn
+    from include.connections import KAFKA, KAFKA_PRODUCER, REDIS, get_connection, postgres_dsn, redis_ssl_kwargs
     from include.federate import service
     from include.federate.topics import INVITATIONS, ensure_topics
     from include.federate.transport import KafkaTransport
@@ -40,7 +40,8 @@ def main(argv=None) -> int:
     dsn = postgres_dsn()
     cons, prod = get_connection(KAFKA).extra, get_connection(KAFKA_PRODUCER).extra
     rc = get_connection(REDIS)
-    redis = {"host": rc.host, "port": rc.port, "password": rc.password, "db": rc.extra.get("db", 0)}
+    redis = {"host": rc.host, "port": rc.port, "password": rc.password, "db": rc.extra.get("db", 0),
+             **redis_ssl_kwargs(rc.extra)}
     with psycopg.connect(dsn) as c:
         stores, problems = service.resolve_stores(c, args.store_id)
     if problems:

@@ -25,8 +25,11 @@ def redis_client(conn_extra_or_url):
     if isinstance(conn_extra_or_url, str):
         return redis.Redis.from_url(conn_extra_or_url, socket_timeout=10)
     c = conn_extra_or_url
+    from include.connections import redis_ssl_kwargs
+
+    # TLS mode: the connection's ssl* extras ride along in the settings dict (docs/tls.md)
     return redis.Redis(host=c.get("host", "127.0.0.1"), port=int(c.get("port") or 6379), db=int(c.get("db", 0)),
-                       password=c.get("password"), socket_timeout=10)
+                       password=c.get("password"), socket_timeout=10, **redis_ssl_kwargs(c))
 
 
 class RoundLive:

@@ -242,4 +242,5 @@ def s3_client(conn_id: str | None = None):
     extra = c.extra or {}
     return boto3.client("s3", endpoint_url=extra.get("endpoint_url"),
                         region_name=extra.get("region_name", "us-east-1"),
-                        aws_access_key_id=c.login or None, aws_secret_access_key=c.password or None)
+                        aws_access_key_id=c.login or None, aws_secret_access_key=c.password or None,
+                        verify=extra.get("verify"))  # TLS mode: the project CA bundle (docs/tls.md)

@@ -437,6 +437,8 @@ def jdbc_options(dsn: str) -> tuple[str, dict[str, str]]:
              "ApplicationName": "mine_store_patterns.spark"}
     if d.get("sslmode"):
         props["sslmode"] = str(d["sslmode"])
+    if d.get("sslrootcert"):          # TLS mode (docs/tls.md): the project CA the driver verifies against
+        props["sslrootcert"] = str(d["sslrootcert"])
     return url, props
 
 

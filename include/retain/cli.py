@@ -34,7 +34,7 @@ def s3_store():
 
     c = get_connection(S3)
     client = boto3.client("s3", endpoint_url=c.extra.get("endpoint_url"), region_name=c.extra.get("region_name"),
-                          aws_access_key_id=c.login, aws_secret_access_key=c.password)
+                          aws_access_key_id=c.login, aws_secret_access_key=c.password, verify=c.extra.get("verify"))
     return S3Store(client, os.environ.get("AIRFLOW_VAR_PLATFORM_BUCKET", "platform-data"))
 
 

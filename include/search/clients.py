@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from include.connections import ELASTICSEARCH, REDIS, get_connection
+from include.connections import ELASTICSEARCH, REDIS, es_tls_kwargs, get_connection, redis_ssl_kwargs
 
 
 class ServiceUnavailable(RuntimeError):
@@ -41,6 +41,7 @@ def es_client(conn_id: str = ELASTICSEARCH, *, url: str | None = None, request_t
         url = es_url(conn_id)
         if c.login:
             kwargs["basic_auth"] = (c.login, c.password or "")
+        kwargs.update(es_tls_kwargs(c.extra))  # TLS mode: the project CA (docs/tls.md)
     return Elasticsearch(url, **kwargs)
 
 
@@ -52,7 +53,7 @@ def redis_client(conn_id: str = REDIS, *, socket_timeout: float = 5.0):
     return redis.Redis(host=c.host or "127.0.0.1", port=c.port or 6379, db=int(c.extra.get("db", 0)),
                        username=c.login or None, password=c.password or None, decode_responses=True,
                        socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
-                       ssl=bool(c.extra.get("ssl", False)))
+                       **redis_ssl_kwargs(c.extra))  # TLS mode: ssl + ssl_ca_certs (docs/tls.md)
 
 
 def describe_es(es) -> str:
@@ -67,7 +68,8 @@ def describe_es(es) -> str:
 def describe_redis(r) -> str:
     try:
         kw = r.connection_pool.connection_kwargs
-        return f"redis://{kw.get('host')}:{kw.get('port')}/{kw.get('db', 0)}"
+        scheme = "rediss" if r.connection_pool.connection_class.__name__ == "SSLConnection" else "redis"
+        return f"{scheme}://{kw.get('host')}:{kw.get('port')}/{kw.get('db', 0)}"
     except Exception:  # noqa: BLE001
         return "<redis>"
 

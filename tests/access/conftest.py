@@ -22,6 +22,8 @@ import pytest
 import requests
 from psycopg import sql
 
+from tests import tlsmode
+
 
 ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -38,10 +40,7 @@ def free_port() -> int:
 
 
 def pg_conn_json(dsn: str, **over) -> str:
-    i = psycopg.conninfo.conninfo_to_dict(dsn)
-    d = {"conn_type": "postgres", "host": i["host"], "port": int(i["port"]), "login": i["user"],
-         "password": i.get("password", ""), "schema": i["dbname"]}
-    return json.dumps({**d, **over})
+    return tlsmode.pg_conn_json(dsn, **over)  # TLS mode: sslmode/sslrootcert in the extra (docs/tls.md)
 
 
 @dataclass
@@ -174,7 +173,8 @@ class Api:
         return f"{self.base}/platform/v1{path}"
 
     def login(self, email: str, password: str = PASSWORD) -> requests.Response:
-        return requests.post(self.url("/auth/token"), json={"email": email, "password": password}, timeout=60)
+        return requests.post(self.url("/auth/token"), json={"email": email, "password": password}, timeout=60,
+                             verify=tlsmode.http_verify())
 
     def token(self, world: World, who: str) -> str:
         if who not in self.tokens:
@@ -187,6 +187,7 @@ class Api:
         headers = kw.pop("headers", {})
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        kw.setdefault("verify", tlsmode.http_verify())
         return requests.request(method, self.url(path), headers=headers, timeout=120, **kw)
 
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -203,8 +204,7 @@ def api(world, fab_users, api_login, redis_ns, tmp_path_factory):
            "AIRFLOW_CONN_PLATFORM_POSTGRES": pg_conn_json(world.dsn),
            "AIRFLOW_CONN_PLATFORM_API_POSTGRES": pg_conn_json(world.dsn, login=api_login[0], password=api_login[1]),
            "PLATFORM_REDIS_NAMESPACE": redis_ns,
-           "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-           "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+           **tlsmode.api_server_env(port),  # https in TLS mode (docs/tls.md)
            "AIRFLOW__API_AUTH__JWT_SECRET": secret,
            # FAB caches a token's user (roles) for cache_ttl s (default 30): role changes show at once here
            "AIRFLOW__FAB__CACHE_TTL": "1"}
@@ -212,12 +212,12 @@ def api(world, fab_users, api_login, redis_ns, tmp_path_factory):
     fh = open(log, "w")
     proc = subprocess.Popen([AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=ROOT,
                             stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    base = tlsmode.api_base_url(port)
     try:
         deadline = time.monotonic() + 240
         while True:
             try:
-                if requests.get(f"{base}/api/v2/monitor/health", timeout=5).ok:
+                if requests.get(f"{base}/api/v2/monitor/health", timeout=5, verify=tlsmode.http_verify()).ok:
                     break
             except requests.RequestException:
                 pass

@@ -12,7 +12,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests import tlsmode
+
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
+# TLS mode (docs/tls.md): the api-server is https with the project CA
+TLS_ARGS = ["--tls-verify", tlsmode.ca_file()] if tlsmode.ca_file() else []
 
 
 @pytest.mark.slow
@@ -30,7 +34,7 @@ def test_fuzzing_finds_no_server_error(api, world, who, real_ids, tmp_path):
          "--checks", "not_a_server_error", "--phases", "examples,coverage,fuzzing",
          "--max-examples", "25", "--seed", "12", "--request-timeout", "60",
          "--exclude-path-regex", "^/auth/", "-H", f"Authorization: Bearer {token}",
-         "--suppress-health-check", "all"],
+         "--suppress-health-check", "all", *TLS_ARGS],
         capture_output=True, text=True, timeout=900, cwd=tmp_path)
     tail = run.stdout[-6000:] + run.stderr[-2000:]
     assert run.returncode == 0, tail
@@ -45,7 +49,7 @@ def _schemathesis(api, tmp_path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [SCHEMATHESIS, "run", api.url("/openapi.json"), "--url", api.url(""), "--checks", "not_a_server_error",
          "--phases", "examples,coverage,fuzzing", "--seed", "12", "--request-timeout", "60",
-         "--suppress-health-check", "all", *args],
+         "--suppress-health-check", "all", *TLS_ARGS, *args],
         capture_output=True, text=True, timeout=900, cwd=tmp_path)
 
 

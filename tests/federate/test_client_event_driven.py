@@ -47,7 +47,7 @@ def _start_group_at_end(settings: dict, group: str) -> None:
 
     from include.federate.topics import INVITATIONS
 
-    c = Consumer({"bootstrap.servers": settings["bootstrap.servers"], "group.id": group,
+    c = Consumer({**tlsmode.kafka_base(settings), "group.id": group,  # TLS mode: security settings too
                   "enable.auto.commit": False})
     try:
         parts = c.list_topics(INVITATIONS, timeout=10).topics[INVITATIONS].partitions
@@ -73,6 +73,21 @@ def _deferrals(runs: list[dict]) -> int:
             break
         time.sleep(3)
     return n
+
+
+def _wait_for_watcher(env: dict, *, deadline: float) -> None:
+    """Until the triggerer runs the invitations watcher (its trigger row has a triggerer assigned)."""
+    url = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg", "")
+    while True:
+        with psycopg.connect(url) as c:
+            row = c.execute("""SELECT t.triggerer_id FROM trigger t
+                                 JOIN asset_watcher w ON w.trigger_id = t.id
+                                 JOIN asset a ON a.id = w.asset_id
+                                WHERE a.name = 'federate_invitations'""").fetchone()
+        if row and row[0] is not None:
+            return
+        assert time.monotonic() < deadline, f"the invitations watcher did not start (trigger row: {row})"
+        time.sleep(2)
 
 
 def _set_paused(env: dict, dag_ids, paused: bool) -> None:
@@ -127,6 +142,10 @@ def test_invitation_on_kafka_starts_the_client_dag_through_its_asset_watcher(rou
                 assert p.poll() is None, f"airflow {n} exited: {(tmp_path / f'{n}.log').read_text()[-3000:]}"
             assert time.monotonic() < deadline, "federated_client was not parsed within 240 s"
             time.sleep(3)
+        # Airflow registers an AssetWatcher's trigger when it parses a DAG that is already unpaused
+        subprocess.run([AIRFLOW, "dags", "reserialize"], env=env, cwd=ROOT, capture_output=True, timeout=300,
+                       check=True)
+        _wait_for_watcher(env, deadline=time.monotonic() + 180)
 
         t0 = time.monotonic()
         opened, th, out = start_coordinator(dsn, {"store_ids": stores, "epsilon": 2.0, "phase_timeout_minutes": 4,

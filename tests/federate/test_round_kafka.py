@@ -131,12 +131,12 @@ def start_coordinator(dsn: str, params: dict):
     (opened round, thread, out) with ``out["result"]`` or ``out["error"]`` once the thread ends."""
     import threading
 
-    from include.connections import KAFKA, KAFKA_PRODUCER, REDIS, get_connection
+    from include.connections import KAFKA, KAFKA_PRODUCER, REDIS, get_connection, redis_ssl_kwargs
     from include.federate import service
 
     cons, prod = get_connection(KAFKA).extra, get_connection(KAFKA_PRODUCER).extra
     rc = get_connection(REDIS)
-    redis = {"host": rc.host, "port": rc.port, "db": rc.extra.get("db", 0)}
+    redis = {"host": rc.host, "port": rc.port, "db": rc.extra.get("db", 0), **redis_ssl_kwargs(rc.extra)}
     opened = service.open_round(dsn, params, kafka=(cons, prod), redis=redis, dag_run_id=None)
     out: dict = {}
 

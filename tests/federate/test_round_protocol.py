@@ -159,7 +159,9 @@ def _round(kafka, mode: str, n: int = 3, *, forged: bool = False, budget: float 
         tampered["payload"]["reason"] = "tampered"
         from confluent_kafka import Producer
 
-        pr = Producer({"bootstrap.servers": prod["bootstrap.servers"]})
+        from tests.tlsmode import kafka_base
+
+        pr = Producer(kafka_base(prod))  # TLS mode: the connection's security settings too (docs/tls.md)
         pr.produce(TO_COORDINATOR, json.dumps(tampered).encode(), partition=cp)
         pr.flush(10)
     for th in threads:

@@ -99,7 +99,7 @@ def test_stack_has_every_component_the_platform_needs():
 
 def test_local_loader_maps_every_service_to_its_loopback_port():
     ports = settings_loader.read_ports()
-    local = settings_loader.local_connections()
+    local = settings_loader.local_connections(tls=False)  # the TLS form: tests/foundation/test_tls.py
     assert local["platform_postgres"]["host"] == "127.0.0.1"
     assert local["platform_postgres"]["port"] == ports["PG_PORT"]
     assert local["platform_s3"]["extra"]["endpoint_url"] == f"http://127.0.0.1:{ports['S3_PORT']}"

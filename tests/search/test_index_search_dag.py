@@ -21,6 +21,7 @@ import pytest
 
 from include.search.clients import es_url
 from tests.search.conftest import add_logs, add_metrics, add_round, es_count, make_store, pg_count
+from tests import tlsmode
 from tests.search.spare_es import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +45,7 @@ def task_log_env(prefix: str) -> dict[str, str]:
 
 def _get(url: str) -> dict:
     req = urllib.request.Request(url, headers={"Accept": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
+    with urllib.request.urlopen(req, timeout=60, context=tlsmode.urllib_context()) as r:
         return json.loads(r.read())
 
 
@@ -55,15 +56,11 @@ def test_dag_ships_exactly_and_task_logs_are_read_back_from_elasticsearch(es, ns
         add_logs(conn, [s1, s2], 1500, span=timedelta(days=40))
         add_metrics(conn, [s1, s2], 400)
         add_round(conn, [(["wine", "cheese"], 77.0), (["tea"], 3.0)])
-    info = psycopg.conninfo.conninfo_to_dict(fresh_dsn)
     port = free_port()
     env = {**os.environ, **task_log_env(ns.prefix),
-           "AIRFLOW_CONN_PLATFORM_POSTGRES": json.dumps({
-               "conn_type": "postgres", "host": info["host"], "port": int(info["port"]), "login": info["user"],
-               "password": info.get("password", ""), "schema": info["dbname"]}),
+           "AIRFLOW_CONN_PLATFORM_POSTGRES": tlsmode.pg_conn_json(fresh_dsn),  # TLS extras too (docs/tls.md)
            "PLATFORM_SEARCH_INDEX_PREFIX": ns.prefix, "PLATFORM_REDIS_NAMESPACE": rns,
-           "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-           "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+           **tlsmode.api_server_env(port),  # https in TLS mode (docs/tls.md)
            # this test reads Airflow's API without logging in: the simple auth manager, all admins (the
            # project's default is FAB, docs/access.md)
            "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
@@ -72,7 +69,7 @@ def test_dag_ships_exactly_and_task_logs_are_read_back_from_elasticsearch(es, ns
     log = open(tmp_path / "api-server.log", "w")
     api = subprocess.Popen([AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=ROOT,
                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    base = tlsmode.api_base_url(port)
     try:
         deadline = time.monotonic() + 240
         while True:
