@@ -175,7 +175,10 @@ def _round(kafka, mode: str, n: int = 3, *, forged: bool = False, budget: float 
 def test_secure_round_over_kafka_with_a_deferring_client_and_forged_messages(kafka):
     result, outcomes, sides, hooks = _round(kafka, "secure", forged=True)
     assert result.status == "completed", result.reason
-    assert len(result.patterns) == 10 and [lv["survivors"] for lv in result.levels] == [3, 3, 3]
+    # top_k = 10 caps the release; candidates under the noise floor are not released, so a draw may give fewer
+    assert 1 <= len(result.patterns) <= 10 and [lv["survivors"] for lv in result.levels] == [3, 3, 3]
+    utilities = [p.aggregated_utility for p in result.patterns]
+    assert utilities == sorted(utilities, reverse=True)
     assert all(o.status == "completed" and o.included_levels == [1, 2, 3] for o in outcomes.values())
     assert all(c.status == "charged" for s in sides.values() for c in s.ledger.charges)
     rejected = [a for a in hooks.audit_log if a[0] == "rejected"]
