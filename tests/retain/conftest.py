@@ -42,5 +42,6 @@ def db(pg_dsn):
         migrate(dsn)
         yield dsn
     finally:
-        with psycopg.connect(pg_dsn, autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        from tests.conftest import drop_database
+
+        drop_database(pg_dsn, name)     # retried while another role still holds a connection
