@@ -111,6 +111,27 @@ def _temporary_database(prefix: str, *, sql_dir: Path | None = None, target: int
 
 
 @pytest.fixture(scope="session")
+def redis_namespace():
+    """Factory: ``redis_namespace("t-area")`` gives a random Redis namespace (key prefix) of the test's own;
+    every key under the namespaces it gave is deleted at the end of the session."""
+    from include.search.clients import redis_client
+
+    given: list[str] = []
+
+    def make(prefix: str) -> str:
+        given.append(f"{prefix}-{uuid.uuid4().hex[:10]}")
+        return given[-1]
+
+    yield make
+    if given:
+        r = redis_client()
+        for ns in given:
+            keys = list(r.scan_iter(f"{ns}:*"))
+            if keys:
+                r.delete(*keys)
+
+
+@pytest.fixture(scope="session")
 def temporary_database():
     """Context manager factory: ``with temporary_database("t_area", sql_dir=..., target=...) as dsn``
     gives a fresh database of the test's own with the migrations applied (all of them, those of

@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,20 +21,12 @@ import requests
 from psycopg import sql
 
 from tests import tlsmode
+from tests.apiserver import api_server, free_port
 
 
 ROOT = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 FAB = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 PASSWORD = "correct horse battery staple"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pg_conn_json(dsn: str, **over) -> str:
@@ -63,15 +53,8 @@ def access_dsn(temporary_database):
 
 
 @pytest.fixture(scope="session")
-def redis_ns():
-    from include.search.clients import redis_client
-
-    ns = f"t-access-{uuid.uuid4().hex[:10]}"
-    yield ns
-    r = redis_client()
-    keys = list(r.scan_iter(f"{ns}:*"))
-    if keys:
-        r.delete(*keys)
+def redis_ns(redis_namespace):
+    return redis_namespace("t-access")
 
 
 @pytest.fixture(scope="session")
@@ -209,29 +192,8 @@ def api(world, fab_users, api_login, redis_ns, tmp_path_factory):
            # FAB caches a token's user (roles) for cache_ttl s (default 30): role changes show at once here
            "AIRFLOW__FAB__CACHE_TTL": "1"}
     log = tmp_path_factory.mktemp("api") / "api-server.log"
-    fh = open(log, "w")
-    proc = subprocess.Popen([AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=ROOT,
-                            stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    base = tlsmode.api_base_url(port)
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                if requests.get(f"{base}/api/v2/monitor/health", timeout=5, verify=tlsmode.http_verify()).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert proc.poll() is None, f"api-server exited, see {log}:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"api-server not up after 240 s, see {log}"
-            time.sleep(1)
+    with api_server(env, port, log) as base:
         yield Api(base, env, secret, log)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        fh.close()
 
 
 @pytest.fixture(scope="session")

@@ -11,27 +11,20 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests import tlsmode
+from tests.apiserver import free_port
 from tests.foundation.test_dag_integrity import _json_tail
 from tests.federate.test_round_kafka import (AIRFLOW, ROOT, WINDOW, _env, _make_stores, round_dsn,  # noqa: F401
                                              start_coordinator)
 
 pytestmark = pytest.mark.timeout(1200)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _airflow_json(env: dict, *args: str):
@@ -104,7 +97,7 @@ def test_invitation_on_kafka_starts_the_client_dag_through_its_asset_watcher(rou
     stores = _make_stores(dsn, 2, first_index=50)
     ensure_topics(get_connection(KAFKA).extra)                        # topics exist before the watcher subscribes
 
-    api_port = _free_port()
+    api_port = free_port()
     env = _env(dbname)
     kafka = json.loads(env["AIRFLOW_CONN_PLATFORM_KAFKA"])
     kafka["extra"]["group.id"] = group = f"t-watch-{uuid.uuid4().hex[:8]}"
@@ -114,8 +107,8 @@ def test_invitation_on_kafka_starts_the_client_dag_through_its_asset_watcher(rou
         "FEDERATE_LOCAL_STORES": ",".join(stores),   # the other tests' invitations in the topic are not ours
         "FEDERATE_CLIENT_DRAIN_SECONDS": "0",             # defer whenever nothing is waiting
         **tlsmode.api_server_env(api_port),  # https in TLS mode (docs/tls.md)
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__CORE__PARALLELISM": "4",

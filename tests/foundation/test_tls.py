@@ -19,7 +19,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -31,17 +30,12 @@ import psycopg
 import pytest
 
 from tests import tlsmode
+from tests.apiserver import api_server, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ROOT / "scripts" / "services.sh"
 PORT_KEYS = ("PG_PORT", "REDIS_PORT", "KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "ES_PORT", "ES_TRANSPORT_PORT",
              "S3_PORT", "AIRFLOW_API_PORT", "BACKUP_S3_PORT")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def load_env(path: Path) -> dict[str, str]:
@@ -334,32 +328,9 @@ def test_main_airflow_api_server_matches_the_mode(tmp_path):
         return
     assert e["AIRFLOW__API__BASE_URL"].startswith("https://") and Path(e["AIRFLOW__API__SSL_CERT"]).is_file()
     port = free_port()
-    log = open(tmp_path / "api-server.log", "w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"),
-                             "api-server", "--host", "127.0.0.1", "--port", str(port)],
-                            env={**e, **tlsmode.api_server_env(port)}, cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    base = tlsmode.api_base_url(port)
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                if requests.get(f"{base}/api/v2/monitor/health", timeout=5, verify=tlsmode.http_verify()).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert proc.poll() is None, (tmp_path / "api-server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "api-server not up after 240 s"
-            time.sleep(1)
+    with api_server(e, port, tmp_path / "api-server.log"):
         assert tls_handshake(port, tlsmode.ca_file()) == "TLSv1.3"
         with pytest.raises(ssl.SSLCertVerificationError):
             tls_handshake(port, certifi.where())
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=10)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()

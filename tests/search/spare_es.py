@@ -7,12 +7,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from tests.apiserver import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,12 +31,6 @@ def es_home() -> Path:
 
 def es_user() -> str:
     return re.search(r"^ES_USER=(\S+)", (ROOT / "scripts" / "lib.sh").read_text(), re.M).group(1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class SpareElasticsearch:

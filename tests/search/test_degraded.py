@@ -10,7 +10,8 @@ from include.search.clients import ServiceUnavailable, es_client
 from include.search.indices import apply_templates
 from include.search.ship import get_state, ship_all
 from tests.search.conftest import add_logs, add_metrics, add_round, es_count, make_store, pg_count
-from tests.search.spare_es import SpareElasticsearch, free_port
+from tests.apiserver import free_port
+from tests.search.spare_es import SpareElasticsearch
 
 
 def test_closed_ports_fail_naming_the_service(es, ns, conn, redis_conn, rns):

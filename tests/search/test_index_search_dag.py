@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from datetime import timedelta
@@ -22,7 +20,7 @@ import pytest
 from include.search.clients import es_url
 from tests.search.conftest import add_logs, add_metrics, add_round, es_count, make_store, pg_count
 from tests import tlsmode
-from tests.search.spare_es import free_port
+from tests.apiserver import api_server, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -60,26 +58,13 @@ def test_dag_ships_exactly_and_task_logs_are_read_back_from_elasticsearch(es, ns
     env = {**os.environ, **task_log_env(ns.prefix),
            "AIRFLOW_CONN_PLATFORM_POSTGRES": tlsmode.pg_conn_json(fresh_dsn),  # TLS extras too (docs/tls.md)
            "PLATFORM_SEARCH_INDEX_PREFIX": ns.prefix, "PLATFORM_REDIS_NAMESPACE": rns,
-           **tlsmode.api_server_env(port),  # https in TLS mode (docs/tls.md)
+           **tlsmode.api_server_env(port),  # the tasks of `dags test --use-executor` call this api-server
            # this test reads Airflow's API without logging in: the simple auth manager, all admins (the
            # project's default is FAB, docs/access.md)
            "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32)}
-    log = open(tmp_path / "api-server.log", "w")
-    api = subprocess.Popen([AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=ROOT,
-                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = tlsmode.api_base_url(port)
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                _get(f"{base}/api/v2/monitor/health")
-                break
-            except OSError:
-                assert api.poll() is None, f"api-server exited, see {log.name}"
-                assert time.monotonic() < deadline, f"api-server not up after 240 s, see {log.name}"
-                time.sleep(1)
+    with api_server(env, port, tmp_path / "api-server.log") as base:
         run = subprocess.run([AIRFLOW, "dags", "test", "index_search", "--use-executor"], env=env, cwd=ROOT,
                              capture_output=True, text=True, timeout=900)
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
@@ -107,10 +92,3 @@ def test_dag_ships_exactly_and_task_logs_are_read_back_from_elasticsearch(es, ns
             local = (Path(os.environ["AIRFLOW_HOME"]) / "logs" / "dag_id=index_search"
                      / f"run_id={runs[0]['dag_run_id']}" / f"task_id={task_id}")
             assert not (local / "attempt=1.log").exists()     # deleted after the upload: read from ES
-    finally:
-        os.killpg(api.pid, signal.SIGTERM)
-        try:
-            api.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(api.pid, signal.SIGKILL)
-        log.close()

@@ -6,14 +6,8 @@ Removed at the end: the database, the API login role, the Redis keys, the FAB us
 in tests/artifacts/ui/ (git-ignored)."""
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,24 +17,13 @@ import pytest
 import requests
 from psycopg import sql
 
+from tests.apiserver import api_server, free_port
+from tests.tlsmode import pg_conn_json
+
 ROOT = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 FAB = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 PASSWORD = "dashboards are fun to test"
 ARTIFACTS = ROOT / "tests" / "artifacts" / "ui"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pg_conn_json(dsn: str, **over) -> str:
-    i = psycopg.conninfo.conninfo_to_dict(dsn)
-    d = {"conn_type": "postgres", "host": i["host"], "port": int(i["port"]), "login": i["user"],
-         "password": i.get("password", ""), "schema": i["dbname"]}
-    return json.dumps({**d, **over})
 
 
 @dataclass
@@ -95,15 +78,8 @@ def ui_login_role(pg_dsn):
 
 
 @pytest.fixture(scope="session")
-def ui_redis_ns():
-    from include.search.clients import redis_client
-
-    ns = f"t-ui-{uuid.uuid4().hex[:10]}"
-    yield ns
-    r = redis_client()
-    keys = list(r.scan_iter(f"{ns}:*"))
-    if keys:
-        r.delete(*keys)
+def ui_redis_ns(redis_namespace):
+    return redis_namespace("t-ui")
 
 
 @pytest.fixture(scope="session")
@@ -167,34 +143,11 @@ def server(ui_world, ui_fab_users, ui_login_role, ui_redis_ns, search_prefix, tm
            "AIRFLOW_CONN_PLATFORM_API_POSTGRES": pg_conn_json(ui_world.dsn, login=ui_login_role[0],
                                                               password=ui_login_role[1]),
            "PLATFORM_REDIS_NAMESPACE": ui_redis_ns, "PLATFORM_SEARCH_INDEX_PREFIX": search_prefix,
-           "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-           "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(48),
            "AIRFLOW__FAB__CACHE_TTL": "1"}
     log = tmp_path_factory.mktemp("ui-api") / "api-server.log"
-    fh = open(log, "w")
-    proc = subprocess.Popen([AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=ROOT,
-                            stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                if requests.get(f"{base}/api/v2/monitor/health", timeout=5).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert proc.poll() is None, f"api-server exited, see {log}:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"api-server not up after 240 s, see {log}"
-            time.sleep(1)
+    with api_server(env, port, log) as base:
         yield Server(base, log)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        fh.close()
 
 
 @pytest.fixture(scope="session")
