@@ -32,8 +32,11 @@ def api_base_url(port: int) -> str:
 def api_server_env(port: int) -> dict[str, str]:
     """``AIRFLOW__API__*`` for an api-server on ``port`` and the task runners that call it."""
     base = api_base_url(port)
-    return {"AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": base,
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/"}
+    env = {"AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": base,
+           "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/"}
+    if tls_on():  # TLS 1.3 as the api-server's minimum (scripts/openssl-tls13.cnf)
+        env["OPENSSL_CONF"] = os.environ["PLATFORM_API_OPENSSL_CONF"]
+    return env
 
 
 def http_verify() -> str | bool:

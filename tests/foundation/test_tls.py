@@ -330,6 +330,8 @@ def test_main_airflow_api_server_matches_the_mode(tmp_path):
     port = free_port()
     with api_server(e, port, tmp_path / "api-server.log"):
         assert tls_handshake(port, tlsmode.ca_file()) == "TLSv1.3"
+        with pytest.raises(ssl.SSLError):  # the minimum is TLS 1.3 (scripts/openssl-tls13.cnf)
+            tls_handshake(port, tlsmode.ca_file(), max_version=ssl.TLSVersion.TLSv1_2)
         with pytest.raises(ssl.SSLCertVerificationError):
             tls_handshake(port, certifi.where())
         with pytest.raises(requests.ConnectionError):
