@@ -39,6 +39,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 import shlex
 import sys
@@ -276,6 +277,72 @@ def local_secret_connections() -> dict[str, dict]:
     return out
 
 
+# Airflow's own keys (issue 12 item 4): read through Airflow's documented ``_CMD`` variants of its sensitive
+# options, so neither airflow.cfg nor the environment holds them: the api-server's JWT signing key, the
+# Fernet key of the metadata DB's encrypted fields, the session secret of the UI. Locally each is a file
+# in .local/secrets/ (mode 600); docker-compose reads the same options from its secrets (docs/compose.md).
+AIRFLOW_KEYS = {  # option of the env name -> (airflow.cfg section, key, generator)
+    "API_AUTH__JWT_SECRET": ("api_auth", "jwt_secret", lambda: secrets.token_urlsafe(48)),
+    "CORE__FERNET_KEY": ("core", "fernet_key", lambda: base64.urlsafe_b64encode(os.urandom(32)).decode()),
+    "API__SECRET_KEY": ("api", "secret_key", lambda: secrets.token_urlsafe(32)),
+}
+
+
+def airflow_cfg() -> Path:
+    """airflow.cfg of this stack: $AIRFLOW_HOME's (compose, a sourced env.sh) or the local default."""
+    return Path(os.environ.get("AIRFLOW_HOME") or STATE / "airflow") / "airflow.cfg"
+
+
+def airflow_key_files() -> dict[str, Path]:
+    """option -> file of each Airflow key, made on first use. A key airflow.cfg already holds is adopted
+    (a new Fernet key would make the encrypted variables unreadable, a new JWT key log every user out);
+    ``cmd_airflow`` then blanks it in airflow.cfg."""
+    import configparser
+
+    sdir = STATE / "secrets"
+    sdir.mkdir(parents=True, exist_ok=True)
+    os.chmod(sdir, 0o700)
+    cfg = configparser.ConfigParser(interpolation=None, strict=False)
+    if airflow_cfg().exists():
+        cfg.read(airflow_cfg())
+    out = {}
+    for option, (section, key, make) in AIRFLOW_KEYS.items():
+        f = sdir / f"airflow_{key}"
+        if not f.exists():
+            value = cfg.get(section, key, fallback="").strip() or make()
+            fd = os.open(f.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(value)  # no newline: Airflow takes a _CMD's output as it is
+            os.replace(f.with_suffix(".tmp"), f)
+        out[option] = f
+    return out
+
+
+def blank_airflow_cfg_keys() -> list[str]:
+    """Empty the AIRFLOW_KEYS values Airflow wrote into airflow.cfg when it created it (they are read from
+    .local/secrets through ``_CMD``); returns the ``section.key`` names it blanked."""
+    f = airflow_cfg()
+    if not f.exists():
+        return []
+    wanted = {(section, key) for section, key, _ in AIRFLOW_KEYS.values()}
+    section, out, blanked = "", [], []
+    for line in f.read_text().splitlines(keepends=True):
+        m = re.match(r"\[(\w+)\]\s*$", line)
+        if m:
+            section = m.group(1)
+        m = re.match(r"(\w+)\s*=\s*(\S.*)?$", line)
+        if m and (section, m.group(1)) in wanted and m.group(2):
+            line = f"{m.group(1)} =\n"
+            blanked.append(f"{section}.{m.group(1)}")
+        out.append(line)
+    if blanked:
+        tmp = f.with_suffix(".tmp")
+        tmp.write_text("".join(out))
+        os.chmod(tmp, f.stat().st_mode & 0o777)
+        os.replace(tmp, f)
+    return blanked
+
+
 def cmd_env() -> None:
     ports = read_ports()
     state = STATE
@@ -292,6 +359,8 @@ def cmd_env() -> None:
         lines.append(f"export AIRFLOW_CONN_{conn_id.upper()}={shlex.quote(json.dumps(d, sort_keys=True))}")
     for v in load_settings().get("variables", []):
         lines.append(f"export AIRFLOW_VAR_{v['variable_name'].upper()}={shlex.quote(str(v['variable_value']))}")
+    for option, f in airflow_key_files().items():
+        lines.append(f"export AIRFLOW__{option}_CMD=" + shlex.quote("cat " + shlex.quote(str(f))))
     airflow_home = state / "airflow"
     api = f"http://127.0.0.1:{ports['AIRFLOW_API_PORT']}"
     es_host = f"http://127.0.0.1:{ports['ES_PORT']}"
@@ -304,6 +373,10 @@ def cmd_env() -> None:
         lines += [
             "export PLATFORM_TLS_MODE=on",
             f"export PLATFORM_CA_FILE={shlex.quote(str(t['ca']))}",
+            # OPENSSL_CONF of the api-server's process only (TLS 1.3 minimum, see the file): ./dev ui and
+            # tests/tlsmode.py set it; it is not exported for every process, so a test's TLS 1.2 client
+            # still tests the servers
+            f"export PLATFORM_API_OPENSSL_CONF={shlex.quote(str(ROOT / 'scripts' / 'openssl-tls13.cnf'))}",
             # the api-server serves https with the project certificate; the Task SDK's client trusts the CA
             f"export AIRFLOW__API__SSL_CERT={shlex.quote(str(t['cert']))}",
             f"export AIRFLOW__API__SSL_KEY={shlex.quote(str(t['key']))}",
@@ -498,6 +571,9 @@ def cmd_airflow(with_connections: bool = False) -> None:
     from airflow.models import Connection, Pool, Variable
     from airflow.utils.session import create_session
 
+    blanked = blank_airflow_cfg_keys()
+    if blanked:
+        print(f"airflow.cfg: {', '.join(blanked)} blanked (read from .local/secrets through _CMD)", file=sys.stderr)
     s = load_settings()
     if with_connections:
         with create_session() as session:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import subprocess
 import sys
 import uuid
@@ -181,14 +182,15 @@ class Api:
 @pytest.fixture(scope="session")
 def api(world, fab_users, api_login, redis_ns, tmp_path_factory):
     port = free_port()
-    secret = secrets.token_urlsafe(48)
+    # the stack's JWT signing key, read the way Airflow reads it (its _CMD option: .local/secrets, docs/access.md)
+    secret = subprocess.run(shlex.split(os.environ["AIRFLOW__API_AUTH__JWT_SECRET_CMD"]), capture_output=True,
+                            text=True, check=True).stdout
     env = {**os.environ,
            "AIRFLOW__CORE__AUTH_MANAGER": FAB,
            "AIRFLOW_CONN_PLATFORM_POSTGRES": pg_conn_json(world.dsn),
            "AIRFLOW_CONN_PLATFORM_API_POSTGRES": pg_conn_json(world.dsn, login=api_login[0], password=api_login[1]),
            "PLATFORM_REDIS_NAMESPACE": redis_ns,
            **tlsmode.api_server_env(port),  # https in TLS mode (docs/tls.md)
-           "AIRFLOW__API_AUTH__JWT_SECRET": secret,
            # FAB caches a token's user (roles) for cache_ttl s (default 30): role changes show at once here
            "AIRFLOW__FAB__CACHE_TTL": "1"}
     log = tmp_path_factory.mktemp("api") / "api-server.log"

@@ -1,12 +1,14 @@
 """No key reaches a log: after the API tests ran (logins, uploads, refusals, fuzzing), the api-server's
 output, the activity_logs rows and the Redis keys of the run hold none of the JWT signing key, the
-column-encryption keys, the blind-index key, the privacy HMAC key, the API's database password or a
+column-encryption keys, the blind-index key, Airflow's Fernet and session keys, the privacy HMAC key, the API's database password or a
 user's password (each also looked for in hex and base64 forms)."""
 from __future__ import annotations
 
 import base64
 import json
 import os
+import shlex
+from pathlib import Path
 
 import psycopg
 
@@ -20,6 +22,8 @@ def _secrets(api, api_login) -> dict[str, str]:
            "index key": enc["index_key"],
            "privacy hmac key": json.loads(os.environ["AIRFLOW_CONN_PLATFORM_PRIVACY_HMAC"])["password"]}
     out.update({f"encryption key {kid}": key for kid, key in enc["keys"].items()})
+    for option in ("CORE__FERNET_KEY", "API__SECRET_KEY"):  # Airflow's other keys (their _CMD: .local/secrets)
+        out[f"airflow {option.lower()}"] = Path(shlex.split(os.environ[f"AIRFLOW__{option}_CMD"])[1]).read_text()
     for name, value in list(out.items()):
         try:
             raw = base64.b64decode(value, validate=True)
