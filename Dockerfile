@@ -1,6 +1,7 @@
 # Airflow image of the platform for docker-compose: the locked Python set, Java for PySpark,
 # the compiled mining engine built from native/ in a Rust stage, and pgBackRest with the PostgreSQL 16 +
-# TimescaleDB server binaries for the backup DAGs and the restore drill (docs/retain.md, docker-compose).
+# TimescaleDB server binaries for the backup DAGs and the restore drill (docs/retain.md, docker-compose), and the
+# entrypoint that gives every container the stack's connections (docker/airflow/entrypoint.sh, docs/compose.md).
 FROM rust:1.95-slim-bookworm AS engine
 RUN pip3 --version >/dev/null 2>&1 || (apt-get update && apt-get install -y --no-install-recommends python3 python3-pip python3-venv && rm -rf /var/lib/apt/lists/*)
 RUN python3 -m venv /opt/build && /opt/build/bin/pip install "maturin>=1.5,<2"
@@ -69,6 +70,10 @@ RUN pgbackrest version | grep -qx "pgBackRest ${PGBACKREST_VERSION}" \
     && install -d -o airflow -g 0 -m 0750 /var/log/pgbackrest /var/spool/pgbackrest /tmp/pgbackrest \
     && install -d -o airflow -g 0 -m 0700 /opt/airflow/restore-drill
 COPY --from=jars /jars/ /opt/airflow/jars/
+# the platform's entrypoint (docs/compose.md): exports the connections secrets-init wrote (volume airflow-secrets,
+# PLATFORM_ENV_DIR) as AIRFLOW_CONN_* variables, then runs the official image's /entrypoint under dumb-init
+COPY --chmod=0755 docker/airflow/entrypoint.sh /usr/local/bin/platform-airflow-entrypoint.sh
+ENTRYPOINT ["/usr/bin/dumb-init", "--", "/usr/local/bin/platform-airflow-entrypoint.sh"]
 USER airflow
 COPY requirements.txt constraints.txt /opt/airflow/
 RUN pip install --no-cache-dir -r /opt/airflow/requirements.txt -c /opt/airflow/constraints.txt

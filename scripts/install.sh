@@ -121,4 +121,19 @@ if [ -f "$UI_DIR/package-lock.json" ]; then
     touch "$UI_DIR/node_modules/.platform-lock-$UI_HASH"
   fi
 fi
+# ---------------------------------------------------------------- 6. the compose file's checker (issue 12)
+# scripts/compose/composecheck: compose-go (Docker Compose's own loader, pinned in go.sum) for the static
+# checks of docker-compose.yml in tests/foundation/test_compose.py. Modules fetched and the program built
+# here, redone only when its sources change, so the test itself needs no network.
+CHECK_DIR="$ROOT/scripts/compose/composecheck"
+if [ -f "$CHECK_DIR/go.sum" ]; then
+  CHECK_HASH="$(cat "$CHECK_DIR/go.mod" "$CHECK_DIR/go.sum" "$CHECK_DIR"/*.go | sha256sum | cut -c1-16)"
+  if [ ! -f "$STATE/.composecheck-$CHECK_HASH" ]; then
+    command -v go >/dev/null || die "the Go toolchain is required for scripts/compose/composecheck (https://go.dev/dl)"
+    log "compose checker: go mod download + build (scripts/compose/composecheck)"
+    (cd "$CHECK_DIR" && go mod download && go build -buildvcs=false -o /dev/null .) >"$STATE/go-composecheck.log" 2>&1 \
+      || die "building the compose checker failed, see $STATE/go-composecheck.log"
+    touch "$STATE/.composecheck-$CHECK_HASH"
+  fi
+fi
 log "install complete"

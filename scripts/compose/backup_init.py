@@ -99,8 +99,9 @@ def _pem_cert(cert) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def ensure_ca(pki: Path):
-    """(ca_key, ca_cert): loaded from ``pki`` or created there (ca.key 600, ca.crt 644)."""
+def ensure_ca(pki: Path, cn: str = CA_CN, who: str = "backup-init"):
+    """(ca_key, ca_cert): loaded from ``pki`` or created there (ca.key 600, ca.crt 644). ``cn`` names a new CA
+    (scripts/compose/tls_init.py makes the project CA of the other services with the same code)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import NameOID
@@ -109,7 +110,7 @@ def ensure_ca(pki: Path):
     if kf.exists() and cf.exists():
         return (serialization.load_pem_private_key(kf.read_bytes(), None), x509.load_pem_x509_certificate(cf.read_bytes()))
     key = _key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_CN)])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = dt.datetime.now(dt.timezone.utc)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
@@ -122,7 +123,7 @@ def ensure_ca(pki: Path):
             .sign(key, hashes.SHA256()))
     _write(kf, _pem_key(key), 0o600)
     _write(cf, _pem_cert(cert), 0o644)
-    print(f"backup-init: created the stack's CA ({CA_CN}) in {pki}", file=sys.stderr)
+    print(f"{who}: created the CA ({cn}) in {pki}", file=sys.stderr)
     return key, cert
 
 
@@ -169,16 +170,18 @@ def _cert_ok(cert_file: Path, key_file: Path, ca_cert, cn: str, dns: tuple[str, 
 
 
 def ensure_leaf(ca, cert_file: Path, key_file: Path, cn: str, dns: tuple[str, ...], *, server: bool,
-                owner: tuple[int, int] | None = None) -> None:
+                owner: tuple[int, int] | None = None, who: str = "backup-init") -> bool:
+    """Issue the pair unless a valid one is there; True when it was (re)issued."""
     if _cert_ok(cert_file, key_file, ca[1], cn, dns):
         if owner is not None and os.geteuid() == 0:  # the consumer's uid may have changed (AIRFLOW_UID)
             os.chown(key_file, *owner)
             os.chown(cert_file, *owner)
-        return
+        return False
     key, cert = issue(ca, cn, dns, server=server)
     _write(key_file, _pem_key(key), 0o600, owner)
     _write(cert_file, _pem_cert(cert), 0o644, owner)
-    print(f"backup-init: issued {cert_file} (CN={cn}, DNS={','.join(dns) or '-'})", file=sys.stderr)
+    print(f"{who}: issued {cert_file} (CN={cn}, DNS={','.join(dns) or '-'})", file=sys.stderr)
+    return True
 
 
 # ------------------------------------------------------------------------------------------- main
