@@ -10,7 +10,8 @@
     python scripts/settings.py airflow [--connections]
                                          import pools and variables into Airflow's metadata DB;
                                          --connections also imports the connections as written
-                                         (compose addressing: what the compose airflow-init runs)
+                                         (compose addressing; the compose stack exports them from its
+                                         secrets instead, scripts/compose/secrets_init.py)
 
 airflow_settings.yaml names docker-compose services as hosts (postgres:5432, kafka:9092, ...).
 Locally every service listens on loopback, on the port scripts/ports.env gives it; this loader
