@@ -2,7 +2,8 @@
 ``include.access`` that touches Airflow; it imports FAB inside the functions).
 
 * Roles ``store_manager``, ``regional_coordinator``, ``admin`` get exactly the permissions of
-  :data:`include.access.permissions.ROLE_PERMISSIONS` (created when missing; extra ones removed).
+  :mod:`include.access.permissions`: ``ROLE_PERMISSIONS`` (the platform API), ``UI_PERMISSIONS`` and
+  ``AIRFLOW_PERMISSIONS`` (Airflow's own pages); created when missing, extra ones removed.
 * Each platform user has one FAB user: username = the platform user id, one role = its role,
   active = ``users.is_active``, email ``<id>@users.platform.invalid`` (no address in Airflow's
   database) and a random password nobody knows: tokens come only from the platform login, which
@@ -15,7 +16,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from include.access.permissions import ROLE_PERMISSIONS, UI_PERMISSIONS
+from include.access.permissions import AIRFLOW_PERMISSIONS, ROLE_PERMISSIONS, UI_PERMISSIONS
 
 EMAIL_DOMAIN = "users.platform.invalid"
 
@@ -44,13 +45,14 @@ def sync_roles() -> dict[str, int]:
             role = sm.add_role(name)
             # FAB gives every custom role "can read Website" (the UI home) whenever it starts: kept, so a
             # second sync changes nothing
-            wanted = {sm.create_permission(action, resource) for action, resource in sorted(perms | UI_PERMISSIONS)}
+            wanted = {sm.create_permission(action, resource)
+                      for action, resource in sorted(perms | UI_PERMISSIONS | AIRFLOW_PERMISSIONS[name])}
             for perm in wanted:
                 sm.add_permission_to_role(role, perm)
             for perm in list(role.permissions):
                 if perm not in wanted:
                     sm.remove_permission_from_role(role, perm)
-            out[name] = len(perms)    # the platform permissions (UI_PERMISSIONS not counted)
+            out[name] = len(perms)    # the platform permissions (UI_/AIRFLOW_PERMISSIONS not counted)
     return out
 
 

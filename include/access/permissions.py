@@ -40,6 +40,27 @@ ROLE_PERMISSIONS: dict[str, frozenset[tuple[str, str]]] = {
 # tabs and Home widget of the dashboards (plugins/platform_ui; Airflow shows them to roles reading "Plugins")
 UI_PERMISSIONS = frozenset({(READ, "Website"), (READ, "Plugins")})
 
+# Airflow's own resources (FAB names) per platform role, for the pages around the dashboards' DAG and
+# DAG-run tabs and Airflow's Home. The admin operates the DAGs there (read, trigger, clear, pause), as
+# Airflow's "Op" role does, without connections, variables' values, configuration or user management
+# (users and roles are managed by `python -m include.access`, which keeps FAB in step). Coordinators and
+# store managers get none: Airflow's DAG permissions cannot filter runs by region or store, and a
+# federated_round run's conf names the stores it invited (spec 2.1: a coordinator reads only their
+# region's stores, a store manager only their store); they start and read rounds through the platform API
+# and the dashboards, which are scoped (docs/access.md).
+DELETE = "can_delete"
+AIRFLOW_PERMISSIONS: dict[str, frozenset[tuple[str, str]]] = {
+    STORE_MANAGER: frozenset(),
+    REGIONAL_COORDINATOR: frozenset(),
+    ADMIN: frozenset(
+        {(a, "DAGs") for a in (READ, EDIT, DELETE)}
+        | {(a, r) for r in ("DAG Runs", "Task Instances") for a in (READ, CREATE, EDIT, DELETE)}
+        | {(a, "Backfills") for a in (READ, CREATE, EDIT)}
+        | {(READ, r) for r in ("Task Logs", "XComs", "DAG Code", "DAG Dependencies", "DAG Versions", "DAG Warnings",
+                               "Task Reschedules", "Assets", "Asset Aliases", "Audit Logs", "ImportError", "Jobs",
+                               "Pools", "Providers", "Cluster Activity", "Triggers", "HITL Detail", "Documentation")}),
+}
+
 
 def allowed(role: str, action: str, resource: str) -> bool:
     return (action, resource) in ROLE_PERMISSIONS.get(role, frozenset())
