@@ -67,6 +67,7 @@ class World:
     rounds: list[uuid.UUID] = field(default_factory=list)       # by round number
     dag_runs: dict[str, list[str]] = field(default_factory=dict)  # real run: DAG id -> run ids
     seconds: float = 0.0                                          # real run: how long main_job took
+    logs: list[Path] = field(default_factory=list)                # real run: main_job's output and its logs
 
 
 def _add_users(c: psycopg.Connection, w: World) -> None:
@@ -115,6 +116,7 @@ def pipeline_world(temporary_database, redis_namespace, tmp_path_factory):
                                      *PIPELINE_ARGS], env=env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
                                     timeout=1200).returncode
             w.seconds = time.monotonic() - t0
+            w.logs = [log, *sorted((ROOT / ".local" / "logs" / f"main-{sample}").glob("*.log"))]
             out = log.read_text()
             for m in RUN_LINE.finditer(out):
                 w.dag_runs.setdefault(m["dag"], []).append(m["run"])
@@ -227,8 +229,7 @@ def _server(world: World, login_role: tuple[str, str], log_dir: Path):
            "AIRFLOW_CONN_PLATFORM_POSTGRES": pg_conn_json(world.dsn),
            "AIRFLOW_CONN_PLATFORM_API_POSTGRES": pg_conn_json(world.dsn, login=login_role[0], password=login_role[1]),
            "PLATFORM_REDIS_NAMESPACE": world.redis_ns, "PLATFORM_SEARCH_INDEX_PREFIX": world.search_prefix,
-           "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(48),
-           "AIRFLOW__FAB__CACHE_TTL": "1"}
+           "AIRFLOW__FAB__CACHE_TTL": "1"}  # the JWT key is the stack's (its _CMD option, docs/access.md)
     log = log_dir / "api-server.log"
     with _fab_users(world), api_server(env, port, log) as base:
         yield Server(base, log, world)
