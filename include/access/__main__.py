@@ -99,7 +99,9 @@ def _users(conn, keyring, r, args) -> dict:
     else:
         accounts.set_password(conn, uid, _password(args))
     if args.cmd in ("disable", "set-password", "set-role"):
-        out["tokens_revoked"] = tokens.revoke_user_tokens(conn, r, uid, reason=f"users {args.cmd}")
+        revoked = tokens.revoke_user_tokens(conn, r, uid, reason=f"users {args.cmd}")
+        out["tokens_revoked"] = len(revoked)
+        out["_revoked"] = revoked       # for Airflow's revocation list (below); not printed
     return out
 
 
@@ -186,10 +188,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e.diag.message_primary}", file=sys.stderr)
             return 2
         raise
+    revoked = out.pop("_revoked", [])
     if args.area == "users" and not args.no_airflow:
         try:
             with _airflow_logs_to_stderr(), connect() as conn:
                 out["airflow_users_changed"] = _sync_airflow(conn, {out["user_id"]})
+                if revoked:
+                    from include.access.airflow_sync import revoke_in_airflow
+
+                    out["airflow_tokens_revoked"] = revoke_in_airflow(revoked)
         except Exception as e:  # noqa: BLE001
             print(json.dumps(out))
             print(f"error: the platform user is saved, Airflow's user is not ({e}); "

@@ -84,6 +84,21 @@ def sync_users(users: list[FabUser]) -> int:
     return changed
 
 
+def revoke_in_airflow(revoked: list[tuple[str, int]]) -> int:
+    """Put revoked platform tokens ((jti, exp) pairs) on Airflow's own revocation list too, so Airflow's
+    token check refuses them everywhere (its REST API and UI, not only the platform's routes, which also
+    check the platform's list). Idempotent; returns how many."""
+    from datetime import datetime, timezone
+
+    from airflow.models.revoked_token import RevokedToken
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        for jti, exp in revoked:
+            RevokedToken.revoke(jti, datetime.fromtimestamp(int(exp), tz=timezone.utc), session=session)
+    return len(revoked)
+
+
 def delete_users(user_ids) -> int:
     """Remove the FAB users of these platform users (tests, deleted accounts)."""
     n = 0

@@ -81,16 +81,17 @@ def revoke(conn: psycopg.Connection, r, jti: str, exp: int, *, user_id=None, rea
 
 
 def revoke_user_tokens(conn: psycopg.Connection, r, user_id: uuid.UUID, *, reason: str,
-                       ns: str | None = None) -> int:
-    """Revoke every token the platform issued to the user and end their sessions; how many tokens.
-    The caller commits ``conn``."""
+                       ns: str | None = None) -> list[tuple[str, int]]:
+    """Revoke every token the platform issued to the user and end their sessions; the (jti, exp) of each
+    revoked token (for Airflow's own revocation list: airflow_sync.revoke_in_airflow). The caller commits
+    ``conn``."""
     ns = ns or namespace()
     sessions = Sessions(r, ns=ns)
-    n = 0
+    out = []
     for sid in r.smembers(f"{ns}:user_sessions:{user_id}"):
         data = sessions.get(sid, touch=False)
         if data and data.get("jti") and data.get("exp"):
             revoke(conn, r, data["jti"], int(data["exp"]), user_id=user_id, reason=reason, ns=ns)
-            n += 1
+            out.append((data["jti"], int(data["exp"])))
     sessions.end_user(user_id)
-    return n
+    return out

@@ -1,4 +1,8 @@
-"""Login (throttled, argon2id, last_login), logout (revokes the token) and who-am-I."""
+"""Login (throttled, argon2id, last_login), logout (revokes the token) and who-am-I.
+
+:func:`issue_token` and :func:`revoke_token` are the platform login and logout themselves: the dashboards'
+sign-in form (plugins/platform_ui) calls the same two functions, so throttling, audit, ``last_login`` and
+the token's session are identical whichever door a user comes in by."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -31,7 +35,11 @@ def _fab_user(username: str):
         return user
 
 
-def _login(request: Request, body: Login) -> dict:
+def issue_token(request: Request, body: Login) -> dict:
+    """The platform login: throttle check (429 with Retry-After), argon2id check and ``last_login``
+    (401 for wrong credentials or a disabled account, each failure counted), the audit details of this
+    request, an Airflow JWT of the user's FAB user, recorded as a session for revocation. Blocking (run it
+    in a thread pool). Raises :class:`Throttled` / :class:`NotAuthenticated`."""
     from airflow.api_fastapi.app import get_auth_manager
 
     ip = request.client.host if request.client else None
@@ -61,18 +69,29 @@ def _login(request: Request, body: Login) -> dict:
 @router.post("/auth/token", status_code=201, summary="Log in with email and password; returns an Airflow JWT",
              responses={401: {"description": "wrong credentials"}, 429: {"description": "too many failures"}})
 async def login(request: Request, body: Login) -> m.Token:
-    return await run_in_threadpool(_login, request, body)
+    return await run_in_threadpool(issue_token, request, body)
 
 
 @router.post("/auth/logout", summary="Revoke the token of this request")
 def logout(caller: Anyone) -> m.Revoked:
-    if not caller.claims.get("jti") or not caller.claims.get("exp"):
+    if not revoke_token(caller.claims, caller.principal.user_id):
         raise NotAuthenticated("this token has no jti/exp and cannot be revoked: it is not a platform token")
-    with deps.dbroles.owner() as conn:
-        tokens.revoke(conn, deps.redis(), caller.claims["jti"], caller.claims["exp"], user_id=caller.principal.user_id,
-                      reason="logout")
-        conn.commit()
     return {"revoked": True}
+
+
+def revoke_token(claims: dict, user_id, *, reason: str = "logout") -> bool:
+    """The platform logout: revoke the token of these (validated) claims until its expiry, on the
+    platform's list (``TokenRevocations``: PostgreSQL + Redis) and on Airflow's own (its REST API and UI
+    refuse it too). False when it has no jti/exp (not a platform token)."""
+    from include.access.airflow_sync import revoke_in_airflow
+
+    if not claims.get("jti") or not claims.get("exp"):
+        return False
+    with deps.dbroles.owner() as conn:
+        tokens.revoke(conn, deps.redis(), claims["jti"], claims["exp"], user_id=user_id, reason=reason)
+        conn.commit()
+    revoke_in_airflow([(claims["jti"], int(claims["exp"]))])
+    return True
 
 
 @router.get("/me", summary="The caller: role and the store or region they act for")

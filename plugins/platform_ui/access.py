@@ -5,6 +5,8 @@ audit middleware. If that layer's interface changes, only this module changes.
 Contract: :func:`caller` is a FastAPI dependency that answers 401/403 like the platform API and returns a
 :class:`Viewer` (the caller, their :class:`~include.dashboards.Scope`, and a way to open their scoped
 connection). :func:`narrow` checks an explicit store against the caller's scope (404 unknown, 403 not yours).
+:func:`sign_in` and :func:`sign_out` are the platform login and logout (``platform_api.routes_auth``) for the
+dashboards' sign-in form.
 """
 from __future__ import annotations
 
@@ -16,17 +18,20 @@ from typing import Iterator
 import psycopg
 from airflow.api_fastapi.core_api.security import GetUserDep
 from fastapi import Depends, Request
+from pydantic import ValidationError
 
 from include.access import dbroles
-from include.access.errors import AccessRefused, Forbidden, Missing, Unavailable
+from include.access.errors import AccessRefused, Forbidden, Invalid, Missing, NotAuthenticated, Unavailable
 from include.access.permissions import (FILES, GLOBAL_PATTERNS, METHOD, MINING, PRIVACY, READ, REGIONAL_COORDINATOR,
                                         ROUNDS, STORE_MANAGER, allowed)
+from include.access.models import Login
 from include.dashboards import Scope
-from platform_api import deps
+from platform_api import deps, routes_auth
 from platform_api.app import AuditMiddleware  # noqa: F401 - re-exported for the app
 
 __all__ = ["FILES", "GLOBAL_PATTERNS", "MINING", "PRIVACY", "READ", "ROUNDS", "AccessRefused", "AuditMiddleware",
-           "Forbidden", "Missing", "Unavailable", "Viewer", "allowed", "caller", "narrow"]
+           "Forbidden", "Missing", "NotAuthenticated", "Unavailable", "Viewer", "allowed", "caller", "narrow",
+           "sign_in", "sign_out"]
 
 
 @dataclass(frozen=True)
@@ -81,3 +86,26 @@ def narrow(request: Request, viewer: Viewer, store_id: uuid.UUID | None) -> Scop
     with dbroles.owner() as owner:
         deps.store_scope(request, owner, viewer.caller, store_id)
     return Scope(store_id=store_id, region_id=viewer.scope.region_id)
+
+
+def sign_in(request: Request, email: str, password: str) -> str:
+    """The platform login (``routes_auth.issue_token``: throttling, argon2id, disabled accounts, audit,
+    ``last_login``, the token's session) for a submitted form; returns the Airflow JWT. Raises
+    :class:`AccessRefused` (401, 429 with ``Retry-After``; 422 for fields the JSON login would refuse).
+    Blocking: call it in a thread pool."""
+    try:
+        body = Login(email=email, password=password)
+    except ValidationError:
+        raise Invalid("enter your email and password") from None
+    return routes_auth.issue_token(request, body)["access_token"]
+
+
+def sign_out(request: Request, claims: dict, username: str) -> bool:
+    """The platform logout (``routes_auth.revoke_token``) of a token Airflow has validated (signature,
+    expiry, audience), whose FAB user is ``username`` (= the platform user id). Blocking."""
+    try:
+        user_id = uuid.UUID(username)
+    except ValueError:
+        user_id = None      # an Airflow-only FAB user: its token is revoked all the same
+    deps.audit(request, user_id=user_id)
+    return routes_auth.revoke_token(claims, user_id)

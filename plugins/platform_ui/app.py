@@ -1,6 +1,7 @@
 """The dashboards' FastAPI app, mounted at /dashboards: the pages (static HTML + JS + the locally served
-chart library) and their JSON endpoints. Thin: every query is in include/dashboards; access goes through
-platform_ui.access (the platform API's JWT, permissions, scope, RLS and audit)."""
+chart library), their JSON endpoints and the sign-in form (platform_ui.signin). Thin: every query is in
+include/dashboards; access goes through platform_ui.access (the platform API's JWT, permissions, scope, RLS,
+audit, login and logout)."""
 from __future__ import annotations
 
 import os
@@ -10,8 +11,10 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 from include.dashboards import Invalid, NotFound
 from include.dashboards import ingestion as q_ingestion
@@ -21,6 +24,7 @@ from include.dashboards import rounds as q_rounds
 from include.dashboards import search as q_search
 from platform_ui.access import (FILES, GLOBAL_PATTERNS, MINING, PRIVACY, READ, ROUNDS, AccessRefused, AuditMiddleware,
                                 Unavailable, Viewer, allowed, caller, narrow)
+from platform_ui.signin import router as signin_router
 
 STATIC = Path(__file__).parent / "static"
 PAGES = {"rounds": "rounds.html", "round": "round.html", "privacy": "privacy.html", "ingestion": "ingestion.html",
@@ -30,6 +34,7 @@ app = FastAPI(title="Platform dashboards", version="1",
               description="JSON behind the dashboards in Airflow's UI (issue 13). Same authentication, "
                           "permissions, scope and audit as the platform API (/platform/v1).")
 app.mount("/static", StaticFiles(directory=STATIC), name="static")
+app.include_router(signin_router)
 
 Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
@@ -42,10 +47,29 @@ FilesViewer = Annotated[Viewer, Depends(caller(FILES, what="ingestion"))]
 MiningViewer = Annotated[Viewer, Depends(caller(MINING, what="mining"))]
 
 
+def _unsigned_page(request: Request, status: int) -> Response | None:
+    """A page asked for without a valid sign-in (401): its shell, still 401, whose script gets the same 401
+    from api/... and shows it with the link to the sign-in form (dashboards.js)."""
+    page_file = getattr(request.scope.get("endpoint"), "page_file", None)
+    if status != 401 or page_file is None:
+        return None
+    return FileResponse(STATIC / page_file, status_code=401, media_type="text/html",
+                        headers={"Cache-Control": "no-store"})
+
+
 @app.exception_handler(AccessRefused)
-async def refused(request: Request, exc: AccessRefused) -> JSONResponse:
+async def refused(request: Request, exc: AccessRefused) -> Response:
     request.state.refusal = exc.message
-    return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=exc.headers or None)
+    return _unsigned_page(request, exc.status) or JSONResponse({"detail": exc.message}, status_code=exc.status,
+                                                               headers=exc.headers or None)
+
+
+@app.exception_handler(HTTPException)
+async def airflow_refused(request: Request, exc: HTTPException) -> Response:
+    """Airflow's own refusals (no cookie, expired or invalid token: GetUserDep) answer as FastAPI does, except
+    for a page (above)."""
+    request.state.refusal = str(exc.detail)
+    return _unsigned_page(request, exc.status_code) or await http_exception_handler(request, exc)
 
 
 @app.exception_handler(NotFound)
@@ -65,6 +89,7 @@ def _page(name: str):
         return FileResponse(STATIC / PAGES[name], media_type="text/html",
                             headers={"Cache-Control": "no-store"})
     page.__name__ = f"dashboard_page_{name}"
+    page.page_file = PAGES[name]
     return page
 
 

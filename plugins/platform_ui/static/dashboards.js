@@ -290,6 +290,17 @@ async function renderMining(offset = 0) {
     options: DUAL_AXES });
 }
 
+// 401 (no sign-in, or it ended: expired, revoked): a link to the sign-in form (platform_ui/signin.py), back
+// to where the user is: Airflow's page around the iframe when the page is one of its views (same origin)
+function signInHint() {
+  let here = location.pathname + location.search;
+  try {
+    if (window.top !== window) here = window.top.location.pathname + window.top.location.search;
+  } catch (err) { /* not embedded by Airflow's UI: this page then */ }
+  return el("p", { id: "signin-hint" }, "You are not signed in, or your sign-in has ended. ",
+    el("a", { id: "signin-link", href: `login?next=${encodeURIComponent(here)}`, target: "_top" }, "Sign in"));
+}
+
 const RENDER = { rounds: renderRounds, round: renderRound, privacy: renderPrivacy, ingestion: renderIngestion, mining: renderMining };
 
 async function boot() {
@@ -301,6 +312,7 @@ async function boot() {
   } catch (e) {
     // a refusal (403/404) is an answer, shown as such: no console error
     $("#message").replaceChildren(el("p", { class: "error", id: "error" }, e.message));
+    if (e.status === 401) $("#message").append(signInHint());
     document.body.dataset.error = e.status ? String(e.status) : "error";
     document.body.dataset.ready = "1";
   }
