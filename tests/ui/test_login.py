@@ -83,6 +83,9 @@ def _rendered(driver, url: str) -> None:
 def _form(server, next_: str | None = None) -> tuple[requests.Session, str]:
     """A client that opened the form: its anti-CSRF cookie and the form's token."""
     s = requests.Session()
+    # TLS mode: the project CA. A session's own `verify` loses to REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE from the
+    # environment (set on these machines) unless the session ignores the environment: loopback, no proxies
+    s.trust_env = False
     s.verify = tlsmode.http_verify()
     r = s.get(f"{server.base}/dashboards/login", params={"next": next_} if next_ else None, timeout=60)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), (r.status_code, r.text[:300])
