@@ -81,19 +81,32 @@ def backup_paths() -> dict[str, Path]:
             "pg1_socket_path": d / "pg-socket"}
 
 
+def write_secret(f: Path, text: str) -> None:
+    """Write ``text`` to ``f`` atomically (a temporary file, then rename), mode 600, in a directory of mode
+    700 (made when missing)."""
+    f.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(f.parent, 0o700)
+    tmp = f.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, f)
+
+
+def secret_file(name: str, make) -> Path:
+    """``$STATE/secrets/<name>``, written once with ``make()`` and never replaced (a new key would make what
+    the old one protects unreadable); the directory is kept at mode 700."""
+    f = STATE / "secrets" / name
+    f.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(f.parent, 0o700)
+    if not f.exists():
+        write_secret(f, make())
+    return f
+
+
 def backup_cipher_pass(repo: int) -> str:
     """The AES-256 passphrase of repository ``repo``: generated once into .local/secrets (mode 600)."""
-    sdir = STATE / "secrets"
-    f = sdir / f"pgbackrest-repo{repo}.pass"
-    if not f.exists():
-        sdir.mkdir(parents=True, exist_ok=True)
-        os.chmod(sdir, 0o700)
-        tmp = f.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(48) + "\n")
-        os.replace(tmp, f)
-    return f.read_text().strip()
+    return secret_file(f"pgbackrest-repo{repo}.pass", lambda: secrets.token_urlsafe(48) + "\n").read_text().strip()
 
 
 def read_ports(path: Path | None = None) -> dict[str, int]:
@@ -125,16 +138,7 @@ def tls_paths() -> dict[str, Path]:
 def es_tls_password() -> str:
     """The password of the Elasticsearch file-realm user (TLS mode): generated once into .local/secrets;
     services.sh (scripts/tls.sh) gives it to ``elasticsearch-users``."""
-    f = STATE / "secrets" / "elasticsearch-platform.pass"
-    if not f.exists():
-        f.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(f.parent, 0o700)
-        tmp = f.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(24) + "\n")
-        os.replace(tmp, f)
-    return f.read_text().strip()
+    return secret_file("elasticsearch-platform.pass", lambda: secrets.token_hex(24) + "\n").read_text().strip()
 
 
 def tls_connection(conn_id: str, d: dict) -> dict:
@@ -262,20 +266,8 @@ def _run_json(cmd: list[str]) -> dict:
 
 def local_secret_connections() -> dict[str, dict]:
     """conn_id -> connection dict of the local key connections, generated on first use."""
-    sdir = STATE / "secrets"
-    sdir.mkdir(parents=True, exist_ok=True)
-    os.chmod(sdir, 0o700)
-    out = {}
-    for conn_id, make in SECRET_CONNECTIONS.items():
-        f = sdir / f"{conn_id}.json"
-        if not f.exists():
-            tmp = f.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump(make(), fh)
-            os.replace(tmp, f)
-        out[conn_id] = json.loads(f.read_text())
-    return out
+    return {conn_id: json.loads(secret_file(f"{conn_id}.json", lambda make=make: json.dumps(make())).read_text())
+            for conn_id, make in SECRET_CONNECTIONS.items()}
 
 
 # Airflow's own keys (issue 12 item 4): read through Airflow's documented ``_CMD`` variants of its sensitive
@@ -300,23 +292,15 @@ def airflow_key_files() -> dict[str, Path]:
     ``cmd_airflow`` then blanks it in airflow.cfg."""
     import configparser
 
-    sdir = STATE / "secrets"
-    sdir.mkdir(parents=True, exist_ok=True)
-    os.chmod(sdir, 0o700)
     cfg = configparser.ConfigParser(interpolation=None, strict=False)
     if airflow_cfg().exists():
         cfg.read(airflow_cfg())
-    out = {}
-    for option, (section, key, make) in AIRFLOW_KEYS.items():
-        f = sdir / f"airflow_{key}"
-        if not f.exists():
-            value = cfg.get(section, key, fallback="").strip() or make()
-            fd = os.open(f.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(value)  # no newline: Airflow takes a _CMD's output as it is
-            os.replace(f.with_suffix(".tmp"), f)
-        out[option] = f
-    return out
+
+    def adopt_or_make(section: str, key: str, make) -> str:  # no newline: Airflow takes a _CMD's output as it is
+        return cfg.get(section, key, fallback="").strip() or make()
+
+    return {option: secret_file(f"airflow_{key}", lambda s=section, k=key, m=make: adopt_or_make(s, k, m))
+            for option, (section, key, make) in AIRFLOW_KEYS.items()}
 
 
 def blank_airflow_cfg_keys() -> list[str]:

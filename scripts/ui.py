@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from settings import write_secret  # scripts/settings.py (this script's directory is on sys.path)
+
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("PLATFORM_STATE_DIR") or ROOT / ".local")
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -42,7 +44,6 @@ def ensure_ui_admin(f: Path) -> Path:
     """The platform admin of the UI, its password made once into ``f`` (mode 600)."""
     if f.exists():
         return f
-    f.parent.mkdir(parents=True, exist_ok=True)
     password = secrets.token_urlsafe(18)
     cli = [sys.executable, "-m", "include.access", "users"]
     r = subprocess.run([*cli, "add", UI_ADMIN_EMAIL, "--role", "admin", "--password-stdin"], input=password,
@@ -52,10 +53,7 @@ def ensure_ui_admin(f: Path) -> Path:
                            capture_output=True, text=True, cwd=ROOT)
     if r.returncode != 0:
         sys.exit(f"[ui] creating the UI's platform admin {UI_ADMIN_EMAIL} failed:\n{r.stderr[-2000:]}")
-    fd = os.open(f.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(password)
-    os.replace(f.with_suffix(".tmp"), f)
+    write_secret(f, password)   # only once the user has it: a file means the admin exists with this password
     return f
 
 
