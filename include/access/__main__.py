@@ -80,14 +80,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _users(conn, keyring, r, args) -> dict:
+def _users(conn, keyring, r, args) -> tuple[dict, list[tuple[str, int]]]:
+    """The command's output, and the (jti, exp) of the tokens it revoked (for Airflow's list)."""
     from include.access import tokens
 
     if args.cmd == "add":
         password = _password(args)
         uid = accounts.add_user(conn, keyring, args.email, password, args.role,
                                 store_id=args.store, region_id=args.region)
-        return {"user_id": str(uid), "role": args.role}
+        return {"user_id": str(uid), "role": args.role}, []
     uid = accounts.resolve_user(conn, keyring, args.user)
     out = {"user_id": str(uid)}
     if args.cmd == "set-role":
@@ -98,11 +99,11 @@ def _users(conn, keyring, r, args) -> dict:
         out["is_active"] = args.cmd == "enable"
     else:
         accounts.set_password(conn, uid, _password(args))
+    revoked = []
     if args.cmd in ("disable", "set-password", "set-role"):
         revoked = tokens.revoke_user_tokens(conn, r, uid, reason=f"users {args.cmd}")
         out["tokens_revoked"] = len(revoked)
-        out["_revoked"] = revoked       # for Airflow's revocation list (below); not printed
-    return out
+    return out, revoked
 
 
 def _stores(conn, keyring, args) -> dict:
@@ -173,10 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     from include.security.crypto import Keyring
 
     keyring = Keyring.from_connection()
+    revoked: list[tuple[str, int]] = []
     try:
         with connect() as conn:
-            out = (_users(conn, keyring, redis_client(), args) if args.area == "users"
-                   else _stores(conn, keyring, args))
+            if args.area == "users":
+                out, revoked = _users(conn, keyring, redis_client(), args)
+            else:
+                out = _stores(conn, keyring, args)
             conn.commit()
     except accounts.AccountError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -188,20 +192,27 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e.diag.message_primary}", file=sys.stderr)
             return 2
         raise
-    revoked = out.pop("_revoked", [])
     if args.area == "users" and not args.no_airflow:
         try:
             with _airflow_logs_to_stderr(), connect() as conn:
                 out["airflow_users_changed"] = _sync_airflow(conn, {out["user_id"]})
-                if revoked:
-                    from include.access.airflow_sync import revoke_in_airflow
-
-                    out["airflow_tokens_revoked"] = revoke_in_airflow(revoked)
         except Exception as e:  # noqa: BLE001
             print(json.dumps(out))
             print(f"error: the platform user is saved, Airflow's user is not ({e}); "
                   "run `python -m include.access sync-roles`", file=sys.stderr)
             return 3
+        if revoked:
+            try:
+                with _airflow_logs_to_stderr():
+                    from include.access.airflow_sync import revoke_in_airflow
+
+                    out["airflow_tokens_revoked"] = revoke_in_airflow(revoked)
+            except Exception as e:  # noqa: BLE001
+                print(json.dumps(out))
+                print(f"error: {len(revoked)} token(s) are revoked on the platform's list (its API and dashboards "
+                      f"refuse them) but not on Airflow's ({e}): Airflow's own REST API accepts them until "
+                      "they expire", file=sys.stderr)
+                return 3
     print(json.dumps(out))
     return 0
 
