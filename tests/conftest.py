@@ -55,6 +55,25 @@ def pg_dsn() -> str:
 
 
 @pytest.fixture(scope="session")
+def api_login_role(pg_dsn) -> tuple[str, str]:
+    """(name, password) of a random NOINHERIT login role acting only through SET ROLE app_<role>, like the
+    platform API's ``platform_api_postgres``; dropped at the end of the session."""
+    import secrets
+
+    import psycopg
+    from psycopg import sql
+
+    from include.db.session import ensure_login_role
+
+    name, password = f"t_api_{uuid.uuid4().hex[:10]}", secrets.token_urlsafe(24)
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        ensure_login_role(c, name, password, ["store_manager", "regional_coordinator", "admin"])
+    yield name, password
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
 def s3_settings() -> dict:
     from include.connections import S3, get_connection
 

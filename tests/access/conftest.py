@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shlex
 import subprocess
 import sys
@@ -19,7 +18,6 @@ from pathlib import Path
 import psycopg
 import pytest
 import requests
-from psycopg import sql
 
 from tests import tlsmode
 from tests.apiserver import api_server, free_port
@@ -56,19 +54,6 @@ def access_dsn(temporary_database):
 @pytest.fixture(scope="session")
 def redis_ns(redis_namespace):
     return redis_namespace("t-access")
-
-
-@pytest.fixture(scope="session")
-def api_login(pg_dsn):
-    """A random NOINHERIT login role acting only through SET ROLE app_<role> (like platform_api)."""
-    from include.db.session import ensure_login_role
-
-    name, password = f"t_api_{uuid.uuid4().hex[:10]}", secrets.token_urlsafe(24)
-    with psycopg.connect(pg_dsn, autocommit=True) as c:
-        ensure_login_role(c, name, password, ["store_manager", "regional_coordinator", "admin"])
-    yield name, password
-    with psycopg.connect(pg_dsn, autocommit=True) as c:
-        c.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="session")
@@ -180,7 +165,7 @@ class Api:
 
 
 @pytest.fixture(scope="session")
-def api(world, fab_users, api_login, redis_ns, tmp_path_factory):
+def api(world, fab_users, api_login_role, redis_ns, tmp_path_factory):
     port = free_port()
     # the stack's JWT signing key, read the way Airflow reads it (its _CMD option: .local/secrets, docs/access.md)
     secret = subprocess.run(shlex.split(os.environ["AIRFLOW__API_AUTH__JWT_SECRET_CMD"]), capture_output=True,
@@ -188,7 +173,8 @@ def api(world, fab_users, api_login, redis_ns, tmp_path_factory):
     env = {**os.environ,
            "AIRFLOW__CORE__AUTH_MANAGER": FAB,
            "AIRFLOW_CONN_PLATFORM_POSTGRES": pg_conn_json(world.dsn),
-           "AIRFLOW_CONN_PLATFORM_API_POSTGRES": pg_conn_json(world.dsn, login=api_login[0], password=api_login[1]),
+           "AIRFLOW_CONN_PLATFORM_API_POSTGRES": pg_conn_json(world.dsn, login=api_login_role[0],
+                                                              password=api_login_role[1]),
            "PLATFORM_REDIS_NAMESPACE": redis_ns,
            **tlsmode.api_server_env(port),  # https in TLS mode (docs/tls.md)
            # FAB caches a token's user (roles) for cache_ttl s (default 30): role changes show at once here

@@ -11,7 +11,7 @@ from tests.access.conftest import PASSWORD
 from tests.secretscan import leaks, stack_secrets
 
 
-def test_no_secret_in_logs_audit_rows_or_redis(api, api_login, world, redis_ns):
+def test_no_secret_in_logs_audit_rows_or_redis(api, api_login_role, world, redis_ns):
     api.call("GET", "/me", api.token(world, "admin"))
     assert api.login(world.emails["admin"], "a wrong password").status_code == 401
     haystacks = {"api-server log": api.log.read_text(errors="replace")}
@@ -22,6 +22,7 @@ def test_no_secret_in_logs_audit_rows_or_redis(api, api_login, world, redis_ns):
     r = redis_client()
     haystacks["redis"] = "\n".join(f"{k} {r.dump(k)!r}" for k in r.scan_iter(f"{redis_ns}:*"))
     assert "/platform/v1/auth/token" in haystacks["api-server log"] and "api_login" in haystacks["activity_logs"]
-    found = leaks(stack_secrets(**{"api-server's jwt signing key": api.jwt_secret, "test login password": api_login[1],
+    found = leaks(stack_secrets(**{"api-server's jwt signing key": api.jwt_secret,
+                                   "test login password": api_login_role[1],
                                    "user password": PASSWORD}), haystacks)
     assert not found, f"secrets found in logs: {found}"

@@ -23,7 +23,6 @@ import base64
 import hashlib
 import os
 import re
-import secrets
 import subprocess
 import sys
 import time
@@ -35,7 +34,6 @@ from pathlib import Path
 import psycopg
 import pytest
 import requests
-from psycopg import sql
 
 from tests import tlsmode
 from tests.apiserver import api_server, free_port
@@ -172,19 +170,6 @@ def seeded_world(temporary_database, redis_namespace):
             delete_namespace(es, w.search_prefix)
 
 
-@pytest.fixture(scope="session")
-def ui_login_role(pg_dsn):
-    """A random NOINHERIT login role acting only through SET ROLE app_<role> (like platform_api_postgres)."""
-    from include.db.session import ensure_login_role
-
-    name, password = f"t_uiapi_{uuid.uuid4().hex[:10]}", secrets.token_urlsafe(24)
-    with psycopg.connect(pg_dsn, autocommit=True) as c:
-        ensure_login_role(c, name, password, ["store_manager", "regional_coordinator", "admin"])
-    yield name, password
-    with psycopg.connect(pg_dsn, autocommit=True) as c:
-        c.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
-
-
 @contextmanager
 def _fab_users(world: World):
     from include.access import airflow_sync
@@ -236,14 +221,14 @@ def _server(world: World, login_role: tuple[str, str], log_dir: Path):
 
 
 @pytest.fixture(scope="session")
-def server(pipeline_world, ui_login_role, tmp_path_factory):
-    with _server(pipeline_world, ui_login_role, tmp_path_factory.mktemp("ui-api")) as s:
+def server(pipeline_world, api_login_role, tmp_path_factory):
+    with _server(pipeline_world, api_login_role, tmp_path_factory.mktemp("ui-api")) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
-def seeded_server(seeded_world, ui_login_role, tmp_path_factory):
-    with _server(seeded_world, ui_login_role, tmp_path_factory.mktemp("ui-api-seeded")) as s:
+def seeded_server(seeded_world, api_login_role, tmp_path_factory):
+    with _server(seeded_world, api_login_role, tmp_path_factory.mktemp("ui-api-seeded")) as s:
         yield s
 
 

@@ -9,7 +9,7 @@ from tests.secretscan import leaks, stack_secrets
 from tests.ui.conftest import PASSWORD
 
 
-def test_no_secret_in_the_logs_of_a_full_run(pipeline_world, server, ui_login_role, db):
+def test_no_secret_in_the_logs_of_a_full_run(pipeline_world, server, api_login_role, db):
     w = pipeline_world
     server.get("/platform/v1/me", server.token(w, "admin"))   # at least one login and one API call in its log
     haystacks = {str(p.name): p.read_text(errors="replace") for p in w.logs}
@@ -27,5 +27,5 @@ def test_no_secret_in_the_logs_of_a_full_run(pipeline_world, server, ui_login_ro
     assert "main-agent-" in names
     assert sum(len(t) for t in haystacks.values()) > 100_000
     assert "/platform/v1/auth/token" in haystacks["api-server log"] and "api_login" in haystacks["activity_logs"]
-    found = leaks(stack_secrets(**{"test login password": ui_login_role[1], "user password": PASSWORD}), haystacks)
+    found = leaks(stack_secrets(**{"test login password": api_login_role[1], "user password": PASSWORD}), haystacks)
     assert not found, f"secrets found in the run's logs: {found}"
