@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DATASETS = ROOT.parent / "shared" / "datasets" / "huim"
+DATASETS = ROOT / "bench" / "data" / "huim"
 README = ROOT / "bench" / "README.md"
 MARKERS = {"sweep": "huim-bench-sweep", "fixed": "huim-bench-fixed"}
 

@@ -4,8 +4,8 @@
     .venv/bin/python bench/spark_mining.py [--dataset foodmart] [--transactions 1000000]
                                            [--min-utility-ratio 0.0005] [--max-length 4]
 
-The store's transactions are generated from a shared dataset's distributions (SPMF file under
-../shared/datasets/huim): each transaction takes the item set of a randomly drawn transaction of the
+The store's transactions are generated from a benchmark dataset's distributions (SPMF file under
+bench/data/huim): each transaction takes the item set of a randomly drawn transaction of the
 dataset (the joint item distribution) and, for each item, a utility drawn from that item's observed
 utilities. They are loaded with COPY into a temporary database of the local PostgreSQL (schema and
 mining migrations applied; dropped at the end), then mined through the real job path
@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATASETS = ROOT.parent / "shared" / "datasets" / "huim"
+DATASETS = ROOT / "bench" / "data" / "huim"
 
 
 def load_spmf(path: Path):

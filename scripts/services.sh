@@ -16,8 +16,8 @@
 # scripts/install.sh (Debian packages, Maven Central jars, the venv's moto server and gunicorn).
 #
 # backup-s3 (issue 10) is the S3 API that holds the pgBackRest repositories: moto's WSGI app served by
-# gunicorn with TLS (pgBackRest's S3 driver is HTTPS-only and fails against moto_server's Werkzeug, see
-# ../shared/research/backups-on-this-machine.md). It keeps its objects in memory: a restart empties
+# gunicorn with TLS (pgBackRest's S3 driver is HTTPS-only and needs keep-alive, which moto_server's
+# Werkzeug server does not give it). It keeps its objects in memory: a restart empties
 # the repositories (the backup DAG's freshness check then fails until the next backup). PostgreSQL
 # archives its WAL into both repositories (archive_command in $DATA/pgbackrest/postgresql.archive.conf);
 # backup-s3 is listed first so that `down` stops PostgreSQL before the repositories go away.

@@ -3,7 +3,7 @@ defers on, and that deferrable operator. The protocol itself is in ``include/fed
 
 The trigger must be importable by the triggerer: its classpath is ``dags._shared.federate...``, which
 needs the project root on the triggerer's ``PYTHONPATH`` (``.local/env.sh`` and the compose image set
-it: ``/work/main`` resp. ``/opt/airflow``).
+it: the checkout resp. ``/opt/airflow``).
 """
 from __future__ import annotations
 

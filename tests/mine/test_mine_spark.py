@@ -1,4 +1,4 @@
-"""The PySpark path on local[2] gives exactly the local engine's patterns: on two shared datasets, on
+"""The PySpark path on local[2] gives exactly the local engine's patterns: on two benchmark datasets (bench/data/huim), on
 random data (decimals, repeated items, min_support, length caps), and end to end through PostgreSQL
 (JDBC partitioned read, job lifecycle, COPY). One SparkSession for the whole module (conftest)."""
 from __future__ import annotations
@@ -20,7 +20,7 @@ from include.mine.store import get_job
 from include.mining import Miner
 from tests.mine.conftest import make_store, synthetic_rows
 
-DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "huim"
+DATASETS = Path(__file__).resolve().parents[2] / "bench" / "data" / "huim"
 
 
 def spmf_rows(name: str):
@@ -52,7 +52,7 @@ def distributed(spark, rows, min_utility, min_support=0, maxlen=None, pruning=Tr
 
 @pytest.mark.parametrize("name, ratio, maxlen", [("chess", Decimal("0.27"), None),
                                                  ("foodmart", Decimal("0.0005"), None)])
-def test_shared_datasets_identical_to_local(spark, name, ratio, maxlen):
+def test_benchmark_datasets_identical_to_local(spark, name, ratio, maxlen):
     rows = spmf_rows(name)
     total = sum(int(u) for r in rows for u in r[2])
     mu = int(total * ratio)

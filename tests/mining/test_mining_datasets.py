@@ -1,4 +1,4 @@
-"""The shared datasets: the exact result set and utilities are confirmed by a second, independent
+"""The benchmark datasets (bench/data/huim): the exact result set and utilities are confirmed by a second, independent
 implementation, the `pami` package's EFIM (run live in its own process); support counts are
 checked by direct counting on a sample. retail_synthutil is compared with pami's recorded result
 (pami needs about 3 minutes there; bench/huim.py runs it live)."""
@@ -17,7 +17,7 @@ import pytest
 from include.mining import Miner
 
 ROOT = Path(__file__).resolve().parents[2]
-DATASETS = ROOT.parent / "shared" / "datasets" / "huim"
+DATASETS = ROOT / "bench" / "data" / "huim"
 HERE = Path(__file__).resolve().parent
 
 PAMI_CHILD = r"""

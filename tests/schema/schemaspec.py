@@ -1,13 +1,12 @@
-"""The spec's SQL (../shared/spec/database-design.md) parsed into tables, columns, indexes and the
+"""The spec's SQL (docs/spec/database-design.md) parsed into tables, columns, indexes and the
 default server_configs rows, for the schema tests."""
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-SPEC_PATH = Path(os.environ.get("PLATFORM_SPEC", Path(__file__).resolve().parents[3] / "shared/spec/database-design.md"))
+SPEC_PATH = Path(__file__).resolve().parents[2] / "docs" / "spec" / "database-design.md"
 
 
 @dataclass
@@ -91,5 +90,5 @@ def parse_spec(text: str) -> Spec:
 
 
 def load_spec() -> Spec:
-    assert SPEC_PATH.is_file(), f"spec not found at {SPEC_PATH} (set PLATFORM_SPEC)"
+    assert SPEC_PATH.is_file(), f"spec not found at {SPEC_PATH}"
     return parse_spec(SPEC_PATH.read_text(encoding="utf-8"))

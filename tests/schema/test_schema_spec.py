@@ -1,4 +1,4 @@
-"""The migrated database matches the spec (docs ../shared/spec/database-design.md), read from
+"""The migrated database matches the spec (docs/spec/database-design.md), read from
 information_schema / pg_catalog: every table, column (name, type, nullability, default), CHECK, foreign
 key, unique constraint, index and default server_configs row. Deviations forced by partitioning are
 listed here explicitly, with the reason, and nothing else may differ."""
